@@ -1,0 +1,1 @@
+"""dnc_jax: Divide and Conquer deep metric learning in JAX/Flax."""
