@@ -1,0 +1,83 @@
+"""Every key of a dnc_jax run, with its default. Dataset configs import this and override.
+
+Defaults follow the CVPR 2019 code's SOP run (METHOD.md §2.4): ResNet-50, 128-d, K=8 learners on
+contiguous slices, recluster every 2 epochs, full embedding from epoch 80, whole-data finetune
+from epoch 190, 200 epochs, batches of 20 classes x 4 images, Adam 1e-5 with coupled wd 1e-4,
+margin loss alpha=0.2, beta=1.2 with distance-weighted sampling.
+"""
+import ml_collections
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    config.seed = 0                # model init, sampler order, augmentation and mining RNG
+    config.num_epochs = 200        # training epochs (CVPR: 200)
+    config.dtype = "auto"          # compute dtype: 'auto' = bfloat16 on GPU/TPU, float32 on CPU;
+                                   # or 'float32' / 'bfloat16'. Params, embeddings, losses: float32.
+    config.progress = True         # tqdm bar per epoch (process 0 only)
+    config.log_every_steps = 20    # loss shown on the bar every this many steps
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "glyphs"    # data set: 'glyphs' (offline demo) | 'sop'
+    config.data.root = ""          # folder holding the data set in its official layout
+    config.data.cache_dir = "~/.cache/dnc_jax"  # decoded uint8 images are cached here
+    config.data.image_size = 256   # side S of the cached S x S uint8 images
+    config.data.batch_size = 80    # global batch (all devices, all learners together)
+    config.data.samples_per_class = 4  # M images per class in a batch (P = batch / M classes)
+    config.data.eval_batch_size = 256  # images per embedding step at evaluation/clustering
+    config.data.glyphs = ml_collections.ConfigDict()
+    config.data.glyphs.seed = 0        # glyph rendering and class split (not the training seed)
+    config.data.glyphs.min_faces = 12  # keep characters drawn by at least this many font faces
+    config.data.glyphs.instances_per_face = 1  # jittered renderings per (character, face)
+    config.data.glyphs.max_classes = -1  # keep only this many characters (-1: all), for tests
+
+    config.augment = ml_collections.ConfigDict()
+    config.augment.image_size = 224          # side of the network's input crop
+    config.augment.crop_scale = (0.08, 1.0)  # RandomResizedCrop area fraction range
+    config.augment.crop_ratio = (3 / 4, 4 / 3)  # RandomResizedCrop aspect ratio range
+    config.augment.flip = True               # random horizontal flip in training
+    config.augment.eval_crop_fraction = 224 / 256  # eval: center crop of this share of the side
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "resnet50"   # resnet18 | resnet34 | resnet50 | resnet101 | resnet_tiny
+    config.model.width = 64          # channels of the first stage (torchvision: 64)
+    config.model.stem = "imagenet"   # 'imagenet' (7x7/2 + max-pool) | 'small' (3x3/1, tiny images)
+    config.model.bn_frozen = True    # BN statistics frozen, scale/bias trained (official code)
+    config.model.pooling = "avg"     # 'avg' | 'max' global pooling
+    config.model.dropout = 0.01      # dropout after pooling (official code)
+    config.model.embedding_dim = 128  # d, the embedding size (CVPR 128, PAMI 512)
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.name = "margin"           # base loss each learner applies to its cluster
+    config.loss.margin = 0.2              # alpha
+    config.loss.beta = 1.2                # beta (fixed, as in both official runs)
+    config.loss.cutoff = 0.5              # distance-weighted sampling: distances clamped below
+    config.loss.nonzero_loss_cutoff = 1.4  # negatives farther than this cannot give a loss
+
+    config.optim = ml_collections.ConfigDict()
+    for group in ("backbone", "head"):     # Adam with coupled L2 weight decay per group
+        config.optim[group] = ml_collections.ConfigDict()
+        config.optim[group].learning_rate = 1e-5
+        config.optim[group].weight_decay = 1e-4
+
+    config.divide = ml_collections.ConfigDict()
+    config.divide.num_learners = 8         # K clusters / learners; 1 = the plain baseline
+    config.divide.recluster_every = 2      # epochs between reclusterings (0: never)
+    config.divide.full_embedding_epoch = 80  # from this epoch learners train the whole
+                                             # embedding on their clusters (-1: never)
+    config.divide.finetune_epoch = 190     # from this epoch one learner, all data (-1: never)
+    config.divide.cluster_on = "features"  # 'features' (L2-normalised pooled backbone output,
+                                           # official) | 'embedding'
+    config.divide.kmeans_init = "random"   # 'random' (faiss default) | 'kmeans++'
+    config.divide.kmeans_restarts = 1      # restarts, best inertia kept (official: 1)
+    config.divide.kmeans_iterations = 100  # Lloyd iterations at most (official: 100)
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.recall_ks = (1, 2, 4, 8)   # Recall@K reported on the test classes
+    config.eval.every_epochs = 1           # evaluate on the test split every this many epochs
+    config.eval.block_size = 1024          # queries per blocked similarity matmul
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.keep = 2             # most recent checkpoints kept
+    config.checkpoint.every_epochs = 1     # save after every this many epochs
+    return config

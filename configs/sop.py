@@ -1,0 +1,11 @@
+"""Stanford Online Products with the CVPR 2019 code's settings (METHOD.md §2.4).
+
+Set --config.data.root to the folder holding Ebay_train.txt and Ebay_test.txt.
+"""
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.data.name = "sop"
+    return config

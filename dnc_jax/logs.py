@@ -1,0 +1,75 @@
+"""Run outputs: metrics.jsonl (one JSON object per line), console summaries, progress bars.
+
+Only process 0 writes, so a multi-host run produces one set of files.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import jax
+from absl import logging
+
+
+def is_main_process() -> bool:
+    return jax.process_index() == 0
+
+
+class MetricsWriter:
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+
+    def write(self, record: dict) -> None:
+        if not is_main_process():
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(_jsonable(record), sort_keys=True) + "\n")
+
+    def read(self) -> list[dict]:
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def truncate_after(self, epoch: int) -> None:
+        """Drops records of epochs after `epoch` (a resumed run redoes them)."""
+        if not is_main_process() or not os.path.exists(self.path):
+            return
+        kept = [r for r in self.read() if r.get("epoch", -1) <= epoch]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            for r in kept:
+                f.write(json.dumps(r, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "tolist"):
+        return _jsonable(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return x
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr,
+                disable=not (enabled and is_main_process()), unit="step")
+
+
+def info(msg: str, *args) -> None:
+    if is_main_process():
+        logging.info(msg, *args)
+
+
+def say(msg: str) -> None:
+    """A line the user should see in the console whatever the absl verbosity."""
+    if is_main_process():
+        print(msg, flush=True)

@@ -1,0 +1,42 @@
+"""Command line: python -m dnc_jax.main --config=configs/sop.py [--workdir=DIR] [--config.k=v]."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from dnc_jax.data.errors import DataError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run folder (checkpoints, metrics.jsonl). An existing run resumes. "
+    "Default: a fresh folder runs/<config>-<time>.")
+flags.mark_flags_as_required(["config"])
+
+
+def default_workdir(config_path: str) -> str:
+    name = os.path.splitext(os.path.basename(config_path))[0]
+    return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
+    logging.info("workdir %s", workdir)
+    # Imported here so `--help` and config errors do not pay for initialising JAX.
+    from dnc_jax import train
+
+    try:
+        train.train_and_evaluate(_CONFIG.value, workdir)
+    except DataError as e:
+        print(f"dnc_jax: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

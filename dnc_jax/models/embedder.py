@@ -1,0 +1,80 @@
+"""Backbone + pooling + dropout + linear head: the embedding network of both papers.
+
+Returns the raw head output (masking and normalisation belong to the learners, see
+`dnc_jax.divide.masks`) and the L2-normalised pooled features, which the official code
+clusters on (METHOD.md §1.1).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dnc_jax.models import resnet
+
+
+class Embedder(nn.Module):
+    backbone: nn.Module
+    embedding_dim: int = 128
+    pooling: str = "avg"
+    dropout_rate: float = 0.01
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images, train: bool = False):
+        fmap = self.backbone(images, train=train)
+        if self.pooling == "avg":
+            pooled = jnp.mean(fmap, axis=(1, 2))
+        elif self.pooling == "max":
+            pooled = jnp.max(fmap, axis=(1, 2))
+        else:
+            raise ValueError(f"model.pooling must be 'avg' or 'max', got {self.pooling!r}")
+        # Embeddings, features and everything downstream (losses, k-means) in float32.
+        pooled = pooled.astype(jnp.float32)
+        features = l2_normalize(pooled)
+        pooled = nn.Dropout(self.dropout_rate, deterministic=not train)(pooled)
+        # torch.nn.Linear's default init: uniform(+-1/sqrt(fan_in)) for weight and bias,
+        # the PAMI code's `pt_default` head initialisation (METHOD.md §2.1).
+        bound = 1.0 / jnp.sqrt(pooled.shape[-1])
+        embedding = nn.Dense(
+            self.embedding_dim,
+            dtype=jnp.float32,
+            kernel_init=_uniform(bound),
+            bias_init=_uniform(bound),
+            name="head",
+        )(pooled)
+        return {"embedding": embedding, "features": features}
+
+
+def _uniform(bound):
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def l2_normalize(x, axis=-1, eps=1e-12):
+    # rsqrt of a clamped sum of squares: jnp.linalg.norm has a NaN gradient at 0, and
+    # all-zero rows are routine here (the blocks of inactive learners).
+    sum_sq = jnp.sum(x * x, axis=axis, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.maximum(sum_sq, eps * eps))
+
+
+def make_embedder(model_config, dtype=jnp.float32) -> Embedder:
+    """Builds the network from the `model` section of a config."""
+    backbone = resnet.make_resnet(
+        model_config.name,
+        width=model_config.width,
+        stem=model_config.stem,
+        bn_frozen=model_config.bn_frozen,
+        dtype=dtype,
+    )
+    return Embedder(
+        backbone=backbone,
+        embedding_dim=model_config.embedding_dim,
+        pooling=model_config.pooling,
+        dropout_rate=model_config.dropout,
+        dtype=dtype,
+    )

@@ -1,0 +1,92 @@
+"""Pure, jittable steps: one train step serving every learner, and the embedding pass.
+
+Learner ids, masks and the validity of each slot are *data*, so K changing, reclustering,
+switching to the full embedding and moving examples between learners never retrace the step
+(DESIGN.md §4). Compute runs in `model.dtype` (bfloat16 on accelerators), parameters,
+embeddings and the loss stay float32.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from dnc_jax.data import augment
+from dnc_jax.divide import masks as masks_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def create_train_state(model, optimizer, rng, image_size: int) -> TrainState:
+    dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    variables = jax.jit(lambda r: model.init({"params": r}, dummy, train=False))(rng)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}),
+                      opt_state=optimizer.init(params))
+
+
+def make_train_step(model, optimizer, loss_fn, aug_config):
+    """Returns `train_step(state, batch, slices, masks, rng) -> (state, metrics)`.
+
+    `batch` holds uint8 `images` [B, S, S, 3], `labels`, `learners` [B] int32 and `valid` [B].
+    `slices` and `masks` are the [K_max, d] arrays of `dnc_jax.divide.masks`.
+    """
+
+    def train_step(state: TrainState, batch, slices, masks, rng):
+        rng = jax.random.fold_in(rng, state.step)
+        k_aug, k_drop, k_loss = jax.random.split(rng, 3)
+        images = augment.train_views(
+            batch["images"], k_aug, aug_config.image_size, scale=tuple(aug_config.crop_scale),
+            ratio=tuple(aug_config.crop_ratio), flip=aug_config.flip).astype(model.dtype)
+        # The dimensionality each anchor's learner lives in, for distance-weighted sampling.
+        n_dim = jnp.sum(masks > 0, axis=1).astype(jnp.float32)[batch["learners"]]
+
+        def objective(params):
+            out, new_vars = model.apply(
+                {"params": params, "batch_stats": state.batch_stats}, images, train=True,
+                rngs={"dropout": k_drop}, mutable=["batch_stats"])
+            output = masks_lib.sliced_output(out["embedding"], slices)
+            views = masks_lib.learner_view(output, masks, batch["learners"])
+            loss, aux = loss_fn(views, batch["labels"], batch["learners"], batch["valid"],
+                                k_loss, n_dim=n_dim)
+            return loss, (aux, new_vars.get("batch_stats", {}))
+
+        (loss, (aux, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
+            state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "loss_per_learner": aux["per_learner"],
+                   "active_terms": aux["active"], "triplets": aux["triplets"],
+                   "grad_norm": optax.tree.norm(grads)}
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                                  opt_state=opt_state)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_embed_step(model, aug_config):
+    """Returns `embed_step(params, batch_stats, images, slices) -> dict`.
+
+    `embedding` is the evaluation embedding (concatenated normalised blocks, METHOD.md §1.2.6),
+    `features` the L2-normalised pooled backbone features used for clustering.
+    """
+
+    def embed_step(params, batch_stats, images, slices):
+        views = augment.eval_views(images, aug_config.image_size,
+                                   aug_config.eval_crop_fraction).astype(model.dtype)
+        out = model.apply({"params": params, "batch_stats": batch_stats}, views, train=False)
+        return {"embedding": masks_lib.sliced_output(out["embedding"], slices),
+                "features": out["features"]}
+
+    return embed_step

@@ -1,0 +1,23 @@
+"""Small configs shared by the tests: a tiny network on tiny images."""
+from configs import demo
+
+
+def tiny_config():
+    config = demo.get_config()
+    config.num_epochs = 2
+    config.progress = False
+    config.data.image_size = 16
+    config.data.batch_size = 32
+    config.data.eval_batch_size = 64
+    config.data.glyphs.max_classes = 24
+    config.data.glyphs.min_faces = 12
+    config.augment.image_size = 16
+    config.model.width = 8
+    config.model.embedding_dim = 16
+    config.divide.num_learners = 2
+    config.divide.recluster_every = 1
+    config.divide.full_embedding_epoch = -1
+    config.divide.finetune_epoch = -1
+    config.divide.kmeans_iterations = 10
+    config.eval.block_size = 64
+    return config

@@ -1,0 +1,59 @@
+"""Learner masks (slices) and the phase schedule."""
+import ml_collections
+import numpy as np
+
+from dnc_jax.divide import masks, schedule
+
+
+def test_contiguous_slices_partition_the_embedding():
+    s = masks.contiguous_slices(3, 5, 10)   # ceil(10/3) = 4 -> blocks 4, 4, 2
+    np.testing.assert_array_equal(s.sum(1), [4, 4, 2, 0, 0])
+    np.testing.assert_array_equal(s[:3].sum(0), np.ones(10))
+    assert (s[:3].argmax(1) == [0, 4, 8]).all()
+
+
+def test_sliced_output_is_the_concatenation_of_normalised_blocks():
+    rng = np.random.default_rng(0)
+    e = rng.normal(size=(5, 12))
+    got = np.asarray(masks.sliced_output(e.astype(np.float32), masks.contiguous_slices(3, 4, 12)))
+    blocks = [b / np.linalg.norm(b, axis=1, keepdims=True) for b in np.split(e, 3, axis=1)]
+    np.testing.assert_allclose(got, np.concatenate(blocks, axis=1), rtol=1e-5)
+    # K=1 is the plain normalised embedding.
+    one = np.asarray(masks.sliced_output(e.astype(np.float32), masks.contiguous_slices(1, 4, 12)))
+    np.testing.assert_allclose(one, e / np.linalg.norm(e, axis=1, keepdims=True), rtol=1e-5)
+
+
+def test_learner_view_is_its_normalised_block():
+    rng = np.random.default_rng(1)
+    out = rng.normal(size=(4, 8)).astype(np.float32)
+    s = masks.contiguous_slices(2, 2, 8)
+    view = np.asarray(masks.learner_view(out, s, np.array([0, 1, 1, 0])))
+    np.testing.assert_allclose(view[1, :4], 0)
+    np.testing.assert_allclose(view[1, 4:], out[1, 4:] / np.linalg.norm(out[1, 4:]), rtol=1e-5)
+
+
+def _cvpr():
+    c = ml_collections.ConfigDict(dict(num_learners=8, recluster_every=2,
+                                       full_embedding_epoch=80, finetune_epoch=190))
+    return c
+
+
+def test_cvpr_schedule_matches_method_md():
+    c = _cvpr()
+    plan = [schedule.phase(c, e) for e in range(200)]
+    # Clustering before epoch 0, reclustering at 2, 4, ..., 188 (METHOD.md §1.2).
+    assert [p.epoch for p in plan if p.recluster] == [0] + list(range(2, 190, 2))
+    assert all(p.num_learners == 8 for p in plan[:190])
+    assert all(p.num_learners == 1 and p.whole_dataset for p in plan[190:])
+    assert [p.full_embedding for p in plan] == [e >= 80 for e in range(200)]
+    assert schedule.needs_new_assignment(c, 190)       # finetune: one cluster, all data
+    assert not schedule.needs_new_assignment(c, 191)
+    assert not schedule.needs_new_assignment(c, 3)
+
+
+def test_one_learner_is_the_baseline():
+    c = _cvpr()
+    c.num_learners = 1
+    plan = [schedule.phase(c, e) for e in range(200)]
+    assert not any(p.recluster for p in plan)
+    assert all(p.num_learners == 1 and p.whole_dataset for p in plan)
