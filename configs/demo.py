@@ -8,7 +8,7 @@ from configs import default
 
 def get_config():
     config = default.get_config()
-    config.num_epochs = 12
+    config.num_epochs = 30
     config.dtype = "float32"
     config.data.name = "glyphs"
     config.data.image_size = 32
@@ -31,8 +31,8 @@ def get_config():
         config.optim[group].weight_decay = 1e-5
     config.divide.num_learners = 4
     config.divide.recluster_every = 2
-    config.divide.full_embedding_epoch = 8
-    config.divide.finetune_epoch = 10
+    config.divide.full_embedding_epoch = 20
+    config.divide.finetune_epoch = 26
     config.divide.kmeans_restarts = 4
     config.divide.kmeans_init = "kmeans++"
     config.eval.recall_ks = (1, 2, 4, 8)

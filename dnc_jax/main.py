@@ -26,8 +26,11 @@ def default_workdir(config_path: str) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        # orbax and XLA log every save and compile at INFO; the run's own lines are printed.
+        logging.set_verbosity(logging.WARNING)
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
-    logging.info("workdir %s", workdir)
+    print(f"dnc_jax: workdir {workdir}", flush=True)
     # Imported here so `--help` and config errors do not pay for initialising JAX.
     from dnc_jax import train
 

@@ -8,7 +8,6 @@ drop singleton classes; then train every learner on its cluster with one jitted 
 from __future__ import annotations
 
 import collections
-import json
 import os
 import time
 
@@ -172,6 +171,12 @@ def phase_arrays(divide_config, phase, k_max, dim):
     return slices, masks
 
 
+def chance_recall_at_1(labels) -> float:
+    """Expected leave-one-out R@1 of a random ranking: mean over queries of (n_c - 1)/(N - 1)."""
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return float(np.mean((counts[inverse] - 1) / (len(labels) - 1)))
+
+
 def cluster_stats(labels, assignment, num_learners):
     sizes, classes = [], []
     for k in range(num_learners):
@@ -204,8 +209,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
         start_epoch, assignment = 0, None
         slices0, _ = phase_arrays(config.divide, schedule.phase(config.divide, 0),
                                   trainer.k_max, trainer.dim)
-        record = {"epoch": -1, **trainer.evaluate(state, slices0)}
+        record = {"epoch": -1, **trainer.evaluate(state, slices0),
+                  "chance_recall@1": chance_recall_at_1(trainer.test_set.labels)}
         writer.write(record)
+        logs.say(f"{len(trainer.train_set.labels)} training images of "
+                 f"{len(np.unique(trainer.train_set.labels))} classes; test on "
+                 f"{len(trainer.test_set.labels)} images of "
+                 f"{len(np.unique(trainer.test_set.labels))} unseen classes; "
+                 f"chance R@1 {100 * record['chance_recall@1']:.2f}")
         logs.say(_summary_line(record, "untrained"))
     else:
         state, assignment, last_epoch = restored
@@ -226,7 +237,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                                jax.random.fold_in(cluster_rng, epoch))
             stats = cluster_stats(trainer.train_set.labels, assignment, phase.num_learners)
             record.update(info, **stats, recluster_seconds=time.time() - t0)
-            logs.info("epoch %d: clusters %s", epoch, json.dumps(stats))
+            logs.say(f"{'':>10}  clusters: {stats['cluster_sizes']} images, "
+                     f"{stats['cluster_classes']} classes, {stats['removed_images']} singletons "
+                     f"set aside ({record['recluster_seconds']:.1f} s)")
         sampler = sampler_lib.JointSampler(
             trainer.train_set.labels, assignment, phase.num_learners, config.data.batch_size,
             config.data.samples_per_class, config.seed)
@@ -239,7 +252,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if (epoch + 1) % config.checkpoint.every_epochs == 0 or epoch == config.num_epochs - 1:
             ckpt.save(epoch, state, assignment)
     ckpt.wait()
+    _final_summary(writer, workdir)
     return record
+
+
+def _final_summary(writer, workdir):
+    records = writer.read()
+    start = next((r for r in records if r.get("epoch") == -1), None)
+    last = next((r for r in reversed(records) if "recall@1" in r and r.get("epoch", -1) >= 0),
+                None)
+    if start is None or last is None:
+        return
+    logs.say(f"final (epoch {last['epoch']}): R@1 {100 * last['recall@1']:.2f} on unseen classes; "
+             f"untrained {100 * start['recall@1']:.2f}, chance "
+             f"{100 * start['chance_recall@1']:.2f}. Metrics: "
+             f"{os.path.join(workdir, 'metrics.jsonl')}")
 
 
 def _summary_line(record, label):

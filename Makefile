@@ -1,0 +1,25 @@
+# Two commands on a fresh machine: `make demo` trains the CPU demo, `make test` runs the tests.
+# Both create the virtual environment from requirements.txt first if it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: demo test venv clean-venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+demo: venv
+	$(PY) -m dnc_jax.main --config=configs/demo.py --workdir=$(WORKDIR)
+
+test: venv
+	JAX_PLATFORMS=cpu $(PY) -m pytest -q tests
+
+clean-venv:
+	rm -rf $(VENV)

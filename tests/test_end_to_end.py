@@ -1,0 +1,81 @@
+"""Real runs of the demo config on a few glyph classes: train, evaluate, write, resume."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from dnc_jax import train
+from tests.helpers import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _records(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+def _config(cache_dir, epochs):
+    config = tiny_config()
+    config.data.cache_dir = cache_dir
+    config.num_epochs = epochs
+    return config
+
+
+def test_train_and_evaluate_writes_metrics_and_resumes_exactly(tmp_path, cache_dir):
+    # Uninterrupted: 3 epochs. Interrupted: 2 epochs, then the same workdir asked for 3.
+    full = train.train_and_evaluate(_config(cache_dir, 3), str(tmp_path / "full"))
+    train.train_and_evaluate(_config(cache_dir, 2), str(tmp_path / "split"))
+    first = _records(tmp_path / "split")
+    resumed = train.train_and_evaluate(_config(cache_dir, 3), str(tmp_path / "split"))
+
+    records = _records(tmp_path / "full")
+    assert [r["epoch"] for r in records] == [-1, 0, 1, 2]
+    untrained, epochs = records[0], records[1:]
+    assert 0 < untrained["chance_recall@1"] < untrained["recall@1"] <= 1
+    for r in epochs:
+        assert r["num_learners"] == 2 and np.isfinite(r["loss"]) and r["steps"] > 0
+        assert len(r["cluster_sizes"]) == 2 and min(r["cluster_sizes"]) > 0
+        assert 0 <= r["recall@1"] <= r["recall@2"] <= r["recall@4"] <= r["recall@8"] <= 1
+    assert os.path.isdir(tmp_path / "full" / "checkpoints" / "2")
+
+    # The resumed run continues from epoch 2 with the same result as the uninterrupted one.
+    assert [r["epoch"] for r in first] == [-1, 0, 1]
+    assert [r["epoch"] for r in _records(tmp_path / "split")] == [-1, 0, 1, 2]
+    assert resumed["loss"] == pytest.approx(full["loss"], rel=1e-5)
+    assert resumed["recall@1"] == pytest.approx(full["recall@1"], abs=1e-6)
+
+
+def test_one_learner_is_the_plain_baseline(tmp_path, cache_dir):
+    config = _config(cache_dir, 1)
+    config.divide.num_learners = 1
+    record = train.train_and_evaluate(config, str(tmp_path))
+    assert record["num_learners"] == 1 and len(record["cluster_sizes"]) == 1
+    assert "kmeans_inertia" not in record  # no clustering at K=1
+
+
+@pytest.mark.parametrize("root, expected", [
+    ("", "set --config.data.root="),
+    ("/nonexistent/sop", "/nonexistent/sop/Ebay_train.txt does not exist; set --config.data.root"),
+])
+def test_sop_without_data_fails_with_one_clear_line(tmp_path, root, expected):
+    workdir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dnc_jax.main", "--config=configs/sop.py",
+         f"--workdir={workdir}", f"--config.data.root={root}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("dnc_jax: Stanford Online Products") and expected in last
+    assert not workdir.exists()  # nothing written for a run that could not start
