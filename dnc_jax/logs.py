@@ -10,7 +10,6 @@ import os
 import sys
 
 import jax
-from absl import logging
 
 
 def is_main_process() -> bool:
@@ -62,11 +61,6 @@ def progress_bar(total: int, desc: str, enabled: bool = True):
 
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr,
                 disable=not (enabled and is_main_process()), unit="step")
-
-
-def info(msg: str, *args) -> None:
-    if is_main_process():
-        logging.info(msg, *args)
 
 
 def say(msg: str) -> None:

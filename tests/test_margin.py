@@ -92,7 +92,7 @@ def test_degenerate_batches_are_finite():
         "every learner alone": (np.repeat(np.arange(4), 2), np.arange(8)),
     }
     for name, (labels, learners) in cases.items():
-        def f(x):
+        def f(x, labels=labels, learners=learners):
             return margin_loss(x, labels, learners, np.ones(8, bool), jax.random.key(0),
                                n_dim=n_dim, num_learners_max=8, num_triplets=3)[0]
         loss, grad = jax.value_and_grad(f)(emb)

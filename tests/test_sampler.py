@@ -69,3 +69,12 @@ def test_too_small_batch_names_the_config_key():
     labels, assignment = _data(k=4)
     with pytest.raises(ValueError, match="data.batch_size"):
         JointSampler(labels, assignment, 4, 12, 4, seed=0)
+
+
+def test_a_cluster_emptied_by_singleton_removal_leaves_padding():
+    labels = np.repeat(np.arange(8), 4)
+    assignment = np.where(np.arange(32) < 28, 0, -1)   # cluster 1 holds no image
+    sampler = JointSampler(labels, assignment, 2, 32, 4, seed=0)
+    for b in sampler.epoch(0):
+        assert not b.valid[16:].any() and b.valid[:16].all()
+        assert (b.learners[16:] == 1).all()

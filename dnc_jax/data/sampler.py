@@ -60,11 +60,12 @@ class JointSampler:
         self.slots = learner_slots(batch_size, num_learners, samples_per_class)
         self.classes_per_batch = self.slots // self.m
         self.members = [self._class_members(k) for k in range(num_learners)]
-        for k, members in enumerate(self.members):
-            if not members:
-                raise ValueError(f"cluster {k} has no usable images; cannot train learner {k}")
         chunks = [sum(-(-len(ix) // self.m) for ix in members.values())
                   for members in self.members]
+        if not any(chunks):
+            raise ValueError("no usable training images: every image was set aside "
+                             "(each class has a single image in its cluster)")
+        # A cluster emptied by singleton removal leaves its learner's slots as padding.
         self.steps_per_epoch = max(-(-c // self.classes_per_batch) for c in chunks)
 
     def _class_members(self, cluster):
@@ -96,6 +97,8 @@ class JointSampler:
         p = self.classes_per_batch
         window = 4 * p + 16
         queue = collections.deque()
+        while not self.members[cluster]:
+            yield []
         while True:
             if len(queue) < window:
                 queue.extend(self._chunks(rng, cluster))
