@@ -32,6 +32,7 @@ import tempfile
 import numpy as np
 
 from dnc_jax.data.errors import DataError
+from dnc_jax.data.image_set import ImageSet
 
 FORMAT_VERSION = 1
 
@@ -60,12 +61,6 @@ _SCALE = (0.85, 1.1)
 _SHIFT = 0.08
 _SHEAR = 0.1
 
-
-@dataclasses.dataclass(frozen=True)
-class ImageSet:
-    images: np.ndarray  # uint8 [N, S, S, 3]
-    labels: np.ndarray  # int32 [N], contiguous 0..C-1 within this split
-    class_names: list[str]  # len C: the character of each class
 
 
 class GlyphCacheError(DataError):

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from dnc_jax.data.errors import DataError
-from dnc_jax.data.glyphs import ImageSet
+from dnc_jax.data.image_set import ImageSet
 
 
 def parse_sop_list(path: str):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 
 from dnc_jax.data.errors import DataError
-from dnc_jax.data.glyphs import ImageSet, load_glyphs
+from dnc_jax.data.glyphs import load_glyphs
+from dnc_jax.data.image_set import ImageSet
 
 __all__ = ["DataError", "ImageSet", "load_dataset"]
 
