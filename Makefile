@@ -5,9 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo test venv clean-venv
+.PHONY: demo test venv test-venv clean-venv
 
 venv: $(VENV)/.installed
+test-venv: $(VENV)/.installed-test
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +16,14 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	touch $@
+
 demo: venv
 	$(PY) -m dnc_jax.main --config=configs/demo.py --workdir=$(WORKDIR)
 
-test: venv
+test: test-venv
 	JAX_PLATFORMS=cpu $(PY) -m pytest -q tests
 
 clean-venv:

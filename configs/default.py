@@ -18,8 +18,19 @@ def get_config():
     config.log_every_steps = 20    # loss shown on the bar every this many steps
 
     config.data = ml_collections.ConfigDict()
-    config.data.name = "glyphs"    # data set: 'glyphs' (offline demo) | 'sop'
-    config.data.root = ""          # folder holding the data set in its official layout
+    config.data.name = "glyphs"    # data set: 'glyphs' (offline demo) | 'sop' | 'cub' | 'cars'
+                                   # | 'inshop' | 'vehicleid' | 'folder' (one sub-folder per
+                                   # class) | 'csv' (path,label[,split] lines) | 'tfds'
+    config.data.root = ""          # folder holding the data set in its official layout;
+                                   # 'folder': the folder of class folders; 'csv': the CSV file
+    config.data.vehicleid_test = "large"  # VehicleID list evaluated as 'test' during training:
+                                          # 'small' (800 ids) | 'medium' (1600) | 'large' (2400)
+    config.data.split_seed = 0     # 'folder'/'csv' without a split column: seed of the shuffle
+                                   # of the sorted class names that picks the train classes
+    config.data.train_fraction = 0.5  # ... and the share of classes that train (rest: test)
+    config.data.tfds_name = ""     # 'tfds': caltech_birds2011 | cars196 | stanford_online_products
+    config.data.tfds_data_dir = ""  # 'tfds': where it is prepared ('': $TFDS_DATA_DIR, else
+                                    # ~/tensorflow_datasets); never downloaded
     config.data.cache_dir = "~/.cache/dnc_jax"  # decoded uint8 images are cached here
     config.data.image_size = 256   # side S of the cached S x S uint8 images
     config.data.batch_size = 80    # global batch (all devices, all learners together)
@@ -46,6 +57,10 @@ def get_config():
     config.model.pooling = "avg"     # 'avg' | 'max' global pooling
     config.model.dropout = 0.01      # dropout after pooling (official code)
     config.model.embedding_dim = 128  # d, the embedding size (CVPR 128, PAMI 512)
+    config.model.head_init = "cvpr"  # 'cvpr' (xavier_normal per learner block) | 'pt_default'
+    # Backbone weights: a .safetensors/.npz/.pth file of a torchvision-layout state dict, or a
+    # Hugging Face hub id; '' = random init. Default: torchvision's ImageNet-1k V1 ResNet-50.
+    config.model.pretrained = "timm/resnet50.tv_in1k"
 
     config.loss = ml_collections.ConfigDict()
     config.loss.name = "margin"           # base loss each learner applies to its cluster

@@ -26,6 +26,8 @@ def get_config():
     config.model.stem = "imagenet"  # measured 1.5x faster than "small" at width 32, 32 px
     config.model.bn_frozen = False   # trained from scratch: BN must learn its statistics
     config.model.embedding_dim = 64
+    config.model.pretrained = ""     # trained from scratch (no ImageNet model for glyphs)
+    config.model.head_init = "pt_default"
     for group in ("backbone", "head"):
         config.optim[group].learning_rate = 1e-3
         config.optim[group].weight_decay = 1e-5

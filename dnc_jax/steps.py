@@ -26,12 +26,8 @@ class TrainState:
     opt_state: Any
 
 
-def create_train_state(model, optimizer, rng, image_size: int) -> TrainState:
-    dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    variables = jax.jit(lambda r: model.init({"params": r}, dummy, train=False))(rng)
-    params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}),
+def create_train_state(params, batch_stats, optimizer) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=optimizer.init(params))
 
 

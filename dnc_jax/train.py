@@ -29,6 +29,7 @@ from dnc_jax.divide import schedule
 from dnc_jax.evaluation import retrieval
 from dnc_jax.losses import make_loss
 from dnc_jax.models.embedder import make_embedder
+from dnc_jax.models.variables import initial_variables
 
 
 def compute_dtype(name: str):
@@ -61,8 +62,9 @@ class Trainer:
         self.embed_step = jax.jit(steps.make_embed_step(self.model, config.augment))
 
     def init_state(self, rng):
-        state = steps.create_train_state(self.model, self.optimizer, rng,
-                                         self.config.augment.image_size)
+        params, batch_stats = initial_variables(self.model, self.config.model, self.k_max, rng,
+                                                self.config.augment.image_size)
+        state = steps.create_train_state(params, batch_stats, self.optimizer)
         return parallel.put_replicated(state, self.mesh)
 
     # -- embedding passes ------------------------------------------------------------------

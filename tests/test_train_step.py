@@ -8,7 +8,14 @@ from dnc_jax import optim, parallel, steps
 from dnc_jax.divide import masks as masks_lib
 from dnc_jax.losses import make_loss
 from dnc_jax.models.embedder import make_embedder
+from dnc_jax.models.variables import initial_variables
 from tests.helpers import tiny_config
+
+
+def _initial_state(config, model, optimizer, num_learners):
+    params, batch_stats = initial_variables(model, config.model, num_learners,
+                                            jax.random.key(0), config.augment.image_size)
+    return steps.create_train_state(params, batch_stats, optimizer)
 
 
 def test_train_step_traces_once_across_learners_reclustering_and_phases():
@@ -21,8 +28,7 @@ def test_train_step_traces_once_across_learners_reclustering_and_phases():
     step = jax.jit(chex.assert_max_traces(
         steps.make_train_step(model, optimizer, loss_fn, config.augment), n=1),
         donate_argnums=(0,))
-    state = parallel.put_replicated(
-        steps.create_train_state(model, optimizer, jax.random.key(0), 16), mesh)
+    state = parallel.put_replicated(_initial_state(config, model, optimizer, k_max), mesh)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (b, 16, 16, 3), dtype=np.uint8)
     labels = np.repeat(np.arange(b // 4), 4).astype(np.int32)
@@ -56,7 +62,7 @@ def test_frozen_batchnorm_keeps_statistics_and_trains_scale():
     optimizer = optim.make_optimizer(config.optim)
     step = jax.jit(steps.make_train_step(
         model, optimizer, make_loss(config.loss, 1, 4), config.augment))
-    state = steps.create_train_state(model, optimizer, jax.random.key(0), 16)
+    state = _initial_state(config, model, optimizer, 1)
     b = config.data.batch_size
     batch = {"images": np.random.default_rng(0).integers(0, 256, (b, 16, 16, 3), np.uint8),
              "labels": np.repeat(np.arange(b // 4), 4), "learners": np.zeros(b, np.int32),

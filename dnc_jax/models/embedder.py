@@ -32,7 +32,7 @@ class Embedder(nn.Module):
         else:
             raise ValueError(f"model.pooling must be 'avg' or 'max', got {self.pooling!r}")
         # Embeddings, features and everything downstream (losses, k-means) in float32.
-        pooled = pooled.astype(jnp.float32)
+        pooled = pooled_raw = pooled.astype(jnp.float32)
         features = l2_normalize(pooled)
         pooled = nn.Dropout(self.dropout_rate, deterministic=not train)(pooled)
         # torch.nn.Linear's default init: uniform(+-1/sqrt(fan_in)) for weight and bias,
@@ -45,7 +45,7 @@ class Embedder(nn.Module):
             bias_init=_uniform(bound),
             name="head",
         )(pooled)
-        return {"embedding": embedding, "features": features}
+        return {"embedding": embedding, "features": features, "pooled": pooled_raw}
 
 
 def _uniform(bound):

@@ -1,0 +1,158 @@
+"""Import torchvision ResNet weights (the papers' ImageNet backbone) into our Flax tree.
+
+Reads a torchvision-layout state dict from `.safetensors` or `.npz` (no pickle), or from a
+`.pth`/`.pt` through `torch.load(weights_only=True)` when torch is installed, or from a
+Hugging Face hub id (fetched with `huggingface_hub`, through its cache, so an offline machine
+with a cached copy works). Every tensor must land on a parameter of the same shape: unknown,
+missing or mis-shaped keys are errors that list the keys.
+
+torchvision layout -> ours: `layer{s}.{b}.conv1.weight` [O, I, kh, kw] -> `layer{s}_{b}/conv1/kernel`
+[kh, kw, I, O]; BatchNorm `weight`/`bias` -> params `scale`/`bias`, `running_mean`/`running_var`
+-> batch_stats `mean`/`var`; `downsample.0` / `downsample.1` -> `downsample/conv` / `downsample/bn`.
+The classifier `fc.*` and `num_batches_tracked` are not used.
+"""
+from __future__ import annotations
+
+import os
+
+import flax.traverse_util
+import numpy as np
+
+from dnc_jax.data.errors import DataError
+
+# torchvision's ImageNet-1k V1 ResNet-50 weights (what the papers fine-tune), published in
+# safetensors form with torchvision's key names.
+DEFAULT_HUB_ID = "timm/resnet50.tv_in1k"
+_HUB_FILENAME = "model.safetensors"
+_IGNORED_SUFFIXES = ("num_batches_tracked",)
+_IGNORED_PREFIXES = ("fc.",)
+
+
+class WeightImportError(DataError):
+    """A weight file that does not fit the model; the message lists the offending keys."""
+
+
+def read_state_dict(source: str) -> dict[str, np.ndarray]:
+    """{torch key: float32 numpy array} from a local file or a hub id."""
+    path = os.path.expanduser(source)
+    if not os.path.exists(path):
+        if _looks_like_hub_id(source):
+            path = _hub_download(source)
+        else:
+            raise WeightImportError(
+                f"pretrained weights not found: {source} (set --config.model.pretrained to a "
+                f".safetensors/.npz/.pth file or a Hugging Face hub id)")
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        tensors = load_file(path)
+    elif path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as f:
+            tensors = {k: f[k] for k in f.files}
+    elif path.endswith((".pth", ".pt")):
+        tensors = _torch_load(path)
+    else:
+        raise WeightImportError(f"{path}: unknown weight format (use .safetensors, .npz or .pth)")
+    # Checkpoints saved from DataParallel prefix every key with 'module.'.
+    return {k.removeprefix("module."): np.asarray(v, np.float32) for k, v in tensors.items()}
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.startswith((".", "~"))
+
+
+def _hub_download(repo_id: str) -> str:
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:  # pragma: no cover - huggingface_hub is in requirements.txt
+        raise WeightImportError(
+            f"{repo_id} is a hub id but huggingface_hub is not installed") from None
+    try:
+        return hf_hub_download(repo_id, _HUB_FILENAME)
+    except LocalEntryNotFoundError:
+        raise WeightImportError(
+            f"pretrained weights {repo_id} are not in the Hugging Face cache and the hub cannot "
+            f"be reached: download {_HUB_FILENAME} from the hub page of {repo_id} and pass "
+            f"--config.model.pretrained=/path/to/{_HUB_FILENAME}") from None
+    except Exception as e:  # repository or file missing, authentication, ...
+        raise WeightImportError(f"cannot fetch {repo_id}/{_HUB_FILENAME}: {e}") from None
+
+
+def _torch_load(path: str) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise WeightImportError(
+            f"{path}: reading .pth needs torch; convert it to .safetensors or install torch"
+        ) from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return {k: v.detach().float().numpy() for k, v in state.items() if hasattr(v, "numpy")}
+
+
+def torch_key(flax_path: tuple[str, ...], collection: str) -> str:
+    """('layer1_0', 'downsample', 'bn', 'mean') in batch_stats -> 'layer1.0.downsample.1.running_mean'."""
+    *modules, leaf = flax_path
+    parts = []
+    for m in modules:
+        if m.startswith("layer") and "_" in m:
+            stage, block = m.split("_")
+            parts += [stage, block]
+        elif m == "downsample":
+            parts.append("downsample")
+        elif parts and parts[-1] == "downsample":
+            parts.append({"conv": "0", "bn": "1"}[m])
+        else:
+            parts.append(m)
+    leaf = {("params", "kernel"): "weight", ("params", "scale"): "weight",
+            ("params", "bias"): "bias", ("batch_stats", "mean"): "running_mean",
+            ("batch_stats", "var"): "running_var"}[(collection, leaf)]
+    return ".".join(parts + [leaf])
+
+
+def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
+    return array.transpose(2, 3, 1, 0) if leaf == "kernel" and array.ndim == 4 else array
+
+
+def load_backbone(state_dict: dict[str, np.ndarray], backbone_params, backbone_stats):
+    """New (params, batch_stats) of the backbone with every tensor from `state_dict`."""
+    flat = {("params",) + k: v for k, v in
+            flax.traverse_util.flatten_dict(backbone_params).items()}
+    flat.update({("batch_stats",) + k: v for k, v in
+                 flax.traverse_util.flatten_dict(backbone_stats).items()})
+    wanted = {torch_key(path[1:], path[0]): path for path in flat}
+    used = {k for k in state_dict
+            if not k.endswith(_IGNORED_SUFFIXES) and not k.startswith(_IGNORED_PREFIXES)}
+    unknown = sorted(used - set(wanted))
+    missing = sorted(set(wanted) - set(state_dict))
+    out, misshaped = {}, []
+    for key, path in wanted.items():
+        if key not in state_dict:
+            continue
+        value = _to_flax(state_dict[key], path[-1])
+        if value.shape != tuple(flat[path].shape):
+            misshaped.append(f"{key}: file {state_dict[key].shape}, model expects "
+                             f"{_torch_shape(flat[path].shape, path[-1])}")
+        out[path] = value.astype(np.float32)
+    problems = []
+    if unknown:
+        problems.append(f"unknown keys {unknown}")
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if misshaped:
+        problems.append(f"mis-shaped keys {misshaped}")
+    if problems:
+        raise WeightImportError("pretrained weights do not fit model.name: " + "; ".join(problems))
+    params = flax.traverse_util.unflatten_dict({p[1:]: v for p, v in out.items()
+                                                if p[0] == "params"})
+    stats = flax.traverse_util.unflatten_dict({p[1:]: v for p, v in out.items()
+                                               if p[0] == "batch_stats"})
+    return params, stats
+
+
+def _torch_shape(shape, leaf):
+    return (shape[3], shape[2], shape[0], shape[1]) if leaf == "kernel" and len(shape) == 4 \
+        else tuple(shape)
