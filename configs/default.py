@@ -77,6 +77,10 @@ def get_config():
 
     config.divide = ml_collections.ConfigDict()
     config.divide.num_learners = 8         # K clusters / learners; 1 = the plain baseline
+    config.divide.learner_schedule = "joint"  # 'joint': every step splits its batch among the
+                                              # K learners (one summed loss); 'round_robin':
+                                              # learners take turns, one batch and one optimiser
+                                              # step each (the official code's schedule)
     config.divide.recluster_every = 2      # epochs between reclusterings (0: never)
     config.divide.full_embedding_epoch = 80  # from this epoch learners train the whole
                                              # embedding on their clusters (-1: never)

@@ -242,9 +242,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
             logs.say(f"{'':>10}  clusters: {stats['cluster_sizes']} images, "
                      f"{stats['cluster_classes']} classes, {stats['removed_images']} singletons "
                      f"set aside ({record['recluster_seconds']:.1f} s)")
-        sampler = sampler_lib.JointSampler(
-            trainer.train_set.labels, assignment, phase.num_learners, config.data.batch_size,
-            config.data.samples_per_class, config.seed)
+        sampler = sampler_lib.make_sampler(
+            config.divide.learner_schedule, trainer.train_set.labels, assignment,
+            phase.num_learners, config.data.batch_size, config.data.samples_per_class,
+            config.seed)
         state, summary = trainer.train_epoch(state, sampler, epoch, slices, masks, train_rng)
         record.update(summary)
         if (epoch + 1) % config.eval.every_epochs == 0 or epoch == config.num_epochs - 1:
