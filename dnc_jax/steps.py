@@ -34,7 +34,8 @@ def create_train_state(params, batch_stats, optimizer) -> TrainState:
 def make_train_step(model, optimizer, loss_fn, aug_config):
     """Returns `train_step(state, batch, slices, masks, rng) -> (state, metrics)`.
 
-    `batch` holds uint8 `images` [B, S, S, 3], `labels`, `learners` [B] int32 and `valid` [B].
+    `batch` holds uint8 `images` [B, S, S, 3], `labels`, `learners` [B] int32, `valid` [B] and,
+    for image-file data sets, `sizes` [B, 2] (original height, width; see `augment`).
     `slices` and `masks` are the [K_max, d] arrays of `dnc_jax.divide.masks`.
     """
 
@@ -42,7 +43,8 @@ def make_train_step(model, optimizer, loss_fn, aug_config):
         rng = jax.random.fold_in(rng, state.step)
         k_aug, k_drop, k_loss = jax.random.split(rng, 3)
         images = augment.train_views(
-            batch["images"], k_aug, aug_config.image_size, scale=tuple(aug_config.crop_scale),
+            batch["images"], batch.get("sizes"), k_aug, aug_config.image_size,
+            scale=tuple(aug_config.crop_scale),
             ratio=tuple(aug_config.crop_ratio), flip=aug_config.flip).astype(model.dtype)
         # The dimensionality each anchor's learner lives in, for distance-weighted sampling.
         n_dim = jnp.sum(masks > 0, axis=1).astype(jnp.float32)[batch["learners"]]
@@ -72,15 +74,20 @@ def make_train_step(model, optimizer, loss_fn, aug_config):
 
 
 def make_embed_step(model, aug_config):
-    """Returns `embed_step(params, batch_stats, images, slices) -> dict`.
+    """Returns `embed_step(params, batch_stats, images, sizes, slices) -> dict`.
+
+    `sizes` [B, 2] are the original (height, width) of the cached rows, or None when the rows
+    are the originals; the eval view is torchvision's Resize + CenterCrop in those coordinates.
 
     `embedding` is the evaluation embedding (concatenated normalised blocks, METHOD.md §1.2.6),
     `features` the L2-normalised pooled backbone features used for clustering.
     """
 
-    def embed_step(params, batch_stats, images, slices):
-        views = augment.eval_views(images, aug_config.image_size,
-                                   aug_config.eval_crop_fraction).astype(model.dtype)
+    resize_size = round(aug_config.image_size / aug_config.eval_crop_fraction)
+
+    def embed_step(params, batch_stats, images, sizes, slices):
+        views = augment.eval_views(images, sizes, aug_config.image_size,
+                                   resize_size).astype(model.dtype)
         out = model.apply({"params": params, "batch_stats": batch_stats}, views, train=False)
         return {"embedding": masks_lib.sliced_output(out["embedding"], slices),
                 "features": out["features"]}

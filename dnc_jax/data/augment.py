@@ -1,75 +1,156 @@
-"""Image views computed on device, inside jit, from uint8 cache rows.
+"""Image views computed on device, inside jit, from the uint8 S x S cache rows.
 
-Train: RandomResizedCrop (area fraction and log-uniform aspect ratio, as torchvision) and an
-optional horizontal flip. Eval and the clustering pass: resize so the crop takes
-`crop_fraction` of the image (torchvision's Resize(256) + CenterCrop(224) is 224/256), then
-center crop. Both resample with one `jax.image.scale_and_translate` per image (antialiased
-bilinear), so there is no intermediate image and the whole batch is one fused op.
+The cache (`dnc_jax.data.cache`) stores every image resized, aspect not kept, to S x S, plus its
+original (height, width). The transforms here are torchvision's, computed in ORIGINAL-image
+integer coordinates exactly as torchvision computes them, then mapped into cache coordinates
+(y_cache = y_orig * S / H, x_cache = x_orig * S / W) and resampled in one
+`jax.image.scale_and_translate` per image (bilinear, antialiased when downsampling, like PIL's
+BILINEAR that torchvision uses on PIL images):
+
+- train: `RandomResizedCrop(out, scale, ratio)` with torchvision's `get_params` (10 attempts,
+  then a center crop with the ratio clamped), `RandomHorizontalFlip(0.5)`;
+- eval and the clustering pass: `Resize(resize_size)` of the shorter side, then
+  `CenterCrop(out)`;
+- then ImageNet mean/std normalisation, RGB.
+
+All shapes are fixed and everything is vmapped per image, so a batch is one fused op with no host
+sync. The only difference from torchvision left is the S x S cache itself: the output is resampled
+from an image already resized once (see cache.py for the measured error per S), and a crop's
+border pixels may draw on cache pixels just outside the crop box, where PIL's crop-then-resize
+clips its filter at the box.
 """
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+RRC_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
 
 
-def _crop_resize(image, top, left, height, width, out_size):
-    """Resample the box (top, left, height, width) of `image` [S, S, C] to out_size^2."""
-    scale = jnp.stack([out_size / height, out_size / width])
-    translation = -jnp.stack([top, left]) * scale
+def _original_sizes(images, sizes):
+    """float32 [B, 2] (height, width); `sizes=None` means the rows are the originals."""
+    if sizes is None:
+        return jnp.full((images.shape[0], 2), images.shape[1], jnp.float32)
+    return jnp.asarray(sizes).astype(jnp.float32)
+
+
+def random_resized_crop_boxes(key, sizes, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """int32 [B, 4] boxes (top, left, height, width) in original pixels, torchvision's get_params.
+
+    `sizes` is [B, 2] (height, width). All RRC_ATTEMPTS draws are made at once and the first one
+    that fits is taken, else torchvision's fallback; top and left are drawn for the chosen box
+    only, which has the same distribution as torchvision drawing them for the accepted attempt.
+    """
+    sizes = jnp.asarray(sizes).astype(jnp.float32)
+    num = sizes.shape[0]
+    height, width = sizes[:, 0:1], sizes[:, 1:2]
+    k_area, k_ratio, k_top, k_left = jax.random.split(key, 4)
+    shape = (num, RRC_ATTEMPTS)
+    target_area = height * width * jax.random.uniform(k_area, shape, minval=scale[0],
+                                                      maxval=scale[1])
+    aspect = jnp.exp(jax.random.uniform(k_ratio, shape, minval=math.log(ratio[0]),
+                                        maxval=math.log(ratio[1])))
+    # jnp.round is half-to-even, like Python's round() in torchvision.
+    w = jnp.round(jnp.sqrt(target_area * aspect))
+    h = jnp.round(jnp.sqrt(target_area / aspect))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = jnp.argmax(fits, axis=1)  # index of the first accepted attempt (0 when none)
+    found = jnp.any(fits, axis=1)
+    h = jnp.take_along_axis(h, first[:, None], axis=1)[:, 0]
+    w = jnp.take_along_axis(w, first[:, None], axis=1)[:, 0]
+    height, width = height[:, 0], width[:, 0]
+
+    # Fallback: the whole image, its aspect ratio clamped to [min(ratio), max(ratio)], centered.
+    in_ratio = width / height
+    lo, hi = min(ratio), max(ratio)
+    fb_w = jnp.where(in_ratio < lo, width, jnp.where(in_ratio > hi, jnp.round(height * hi), width))
+    fb_h = jnp.where(in_ratio < lo, jnp.round(width / lo), height)
+    h, w = jnp.where(found, h, fb_h), jnp.where(found, w, fb_w)
+
+    # randint(0, H - h + 1) as torchvision; the fallback is centered with floor division.
+    top = jax.random.randint(k_top, (num,), 0, (height - h + 1).astype(jnp.int32))
+    left = jax.random.randint(k_left, (num,), 0, (width - w + 1).astype(jnp.int32))
+    top = jnp.where(found, top, ((height - h) // 2).astype(jnp.int32))
+    left = jnp.where(found, left, ((width - w) // 2).astype(jnp.int32))
+    return jnp.stack([top, left, h.astype(jnp.int32), w.astype(jnp.int32)], axis=1)
+
+
+def center_crop_boxes(sizes, out_size: int, resize_size: int):
+    """float32 [B, 4] boxes in original pixels of torchvision's Resize(resize_size) + CenterCrop.
+
+    Resize scales the shorter side to `resize_size` and the longer to
+    int(resize_size * long / short); CenterCrop takes offsets int(round((side - out) / 2)) of the
+    resized image. The box is that crop mapped back onto the original.
+    """
+    if resize_size < out_size:
+        raise ValueError(f"resize_size {resize_size} < out_size {out_size}: torchvision would "
+                         "pad the crop, which is not supported here")
+    sizes = jnp.asarray(sizes).astype(jnp.int32)
+    height, width = sizes[:, 0], sizes[:, 1]
+    short, long = jnp.minimum(height, width), jnp.maximum(height, width)
+    new_long = (resize_size * long) // short  # == int(resize_size * long / short), exactly
+    portrait = width <= height
+    new_h = jnp.where(portrait, new_long, resize_size)
+    new_w = jnp.where(portrait, resize_size, new_long)
+    top = jnp.round((new_h - out_size) / 2.0)  # half-to-even, like Python's round()
+    left = jnp.round((new_w - out_size) / 2.0)
+    per_h = height / new_h  # original pixels per resized pixel
+    per_w = width / new_w
+    return jnp.stack([top * per_h, left * per_w, out_size * per_h, out_size * per_w],
+                     axis=1).astype(jnp.float32)
+
+
+def _resample_box(image, size_hw, box, out_size):
+    """Resample `box` (original pixels) of one S x S cache row to out_size^2, float [0, 255]."""
+    cache_side = image.shape[0]
+    to_cache = cache_side / size_hw  # cache pixels per original pixel, (y, x)
+    top_left, extent = box[:2] * to_cache, box[2:] * to_cache
+    scale = out_size / extent
     return jax.image.scale_and_translate(
-        image, (out_size, out_size, image.shape[-1]), (0, 1), scale, translation,
+        image, (out_size, out_size, image.shape[-1]), (0, 1), scale, -top_left * scale,
         method="linear", antialias=True)
 
 
-def random_resized_crop_boxes(key, num, size, scale, ratio):
-    """Boxes (top, left, height, width) in pixels of an S x S image, one per example.
-
-    torchvision retries up to 10 times when a box does not fit and then falls back to a center
-    crop; drawing once and clamping the box to the image is the fixed-shape equivalent (boxes
-    that do not fit are rare for ratios near 1 and only shrink slightly).
-    """
-    k_area, k_ratio, k_y, k_x = jax.random.split(key, 4)
-    area = size * size * jax.random.uniform(k_area, (num,), minval=scale[0], maxval=scale[1])
-    log_r = jax.random.uniform(k_ratio, (num,), minval=jnp.log(ratio[0]),
-                               maxval=jnp.log(ratio[1]))
-    aspect = jnp.exp(log_r)  # width / height
-    width = jnp.clip(jnp.sqrt(area * aspect), 1.0, size)
-    height = jnp.clip(jnp.sqrt(area / aspect), 1.0, size)
-    top = jax.random.uniform(k_y, (num,)) * (size - height)
-    left = jax.random.uniform(k_x, (num,)) * (size - width)
-    return top, left, height, width
+def resample_boxes(images, sizes, boxes, out_size: int):
+    """uint8 [B, S, S, C] cache rows -> float32 [B, out, out, C] in [0, 255]: each box
+    (top, left, height, width, in original pixels) resized to out x out."""
+    sizes = _original_sizes(images, sizes)
+    return jax.vmap(_resample_box, in_axes=(0, 0, 0, None))(
+        images.astype(jnp.float32), sizes, jnp.asarray(boxes, jnp.float32), out_size)
 
 
-def normalize(images_float):
+def imagenet_normalize(images_float):
     """[0, 255] floats -> ImageNet mean/std normalised, RGB order."""
     mean = jnp.asarray(IMAGENET_MEAN, jnp.float32) * 255.0
     std = jnp.asarray(IMAGENET_STD, jnp.float32) * 255.0
     return (images_float - mean) / std
 
 
-def train_views(images, key, out_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip=True):
-    """uint8 [B, S, S, C] -> float32 [B, out, out, C], randomly cropped (and flipped)."""
-    b, size = images.shape[0], images.shape[1]
+def train_views(images, sizes, key, out_size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                flip=True, normalize=True):
+    """uint8 [B, S, S, C] (+ original sizes [B, 2] or None) -> float32 [B, out, out, C]:
+    RandomResizedCrop, optional horizontal flip (p=0.5), normalised unless normalize=False."""
     k_box, k_flip = jax.random.split(key)
-    boxes = random_resized_crop_boxes(k_box, b, size, scale, ratio)
-    views = jax.vmap(_crop_resize, in_axes=(0, 0, 0, 0, 0, None))(
-        images.astype(jnp.float32), *boxes, out_size)
+    boxes = random_resized_crop_boxes(k_box, _original_sizes(images, sizes), scale, ratio)
+    views = resample_boxes(images, sizes, boxes, out_size)
     if flip:
-        mirror = jax.random.bernoulli(k_flip, 0.5, (b,))
+        mirror = jax.random.bernoulli(k_flip, 0.5, (images.shape[0],))
         views = jnp.where(mirror[:, None, None, None], views[:, :, ::-1, :], views)
-    return normalize(views)
+    return imagenet_normalize(views) if normalize else views
 
 
-def eval_views(images, out_size, crop_fraction=224 / 256):
-    """uint8 [B, S, S, C] -> the center crop covering `crop_fraction` of each side."""
-    size = images.shape[1]
-    side = size * crop_fraction
-    offset = (size - side) / 2.0
-    if out_size == size and crop_fraction == 1.0:
-        return normalize(images.astype(jnp.float32))
-    views = jax.vmap(lambda im: _crop_resize(im, offset, offset, side, side, out_size))(
-        images.astype(jnp.float32))
-    return normalize(views)
+def eval_views(images, sizes, out_size: int, resize_size: int, normalize=True):
+    """uint8 [B, S, S, C] (+ original sizes [B, 2] or None) -> float32 [B, out, out, C]:
+    Resize(resize_size) of the shorter side, CenterCrop(out_size), normalised unless
+    normalize=False. For a crop fraction f, resize_size = round(out_size / f)."""
+    side = images.shape[1]
+    if sizes is None and resize_size == out_size == side:
+        views = images.astype(jnp.float32)  # the identity transform; skip the resampling
+    else:
+        boxes = center_crop_boxes(_original_sizes(images, sizes), out_size, resize_size)
+        views = resample_boxes(images, sizes, boxes, out_size)
+    return imagenet_normalize(views) if normalize else views
