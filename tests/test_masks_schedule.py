@@ -57,3 +57,54 @@ def test_one_learner_is_the_baseline():
     plan = [schedule.phase(c, e) for e in range(200)]
     assert not any(p.recluster for p in plan)
     assert all(p.num_learners == 1 and p.whole_dataset for p in plan)
+
+
+def _pami():
+    return ml_collections.ConfigDict(dict(schedule="pami", num_learners=32, recluster_every=2,
+                                          freeze_epochs=1, full_embedding_epoch=80,
+                                          finetune_epoch=-1))
+
+
+def test_pami_schedule_matches_method_md():
+    c = _pami()
+    plan = [schedule.phase(c, e) for e in range(180)]
+    # K = 1 (e=0,1), 2 (e=2), 4 (e=4), 8 (e=6), 16 (e=8), 32 from e=10 (METHOD.md §1.3).
+    assert [p.num_learners for p in plan[:12]] == [1, 1, 2, 2, 4, 4, 8, 8, 16, 16, 32, 32]
+    assert all(p.num_learners == 32 for p in plan[10:])
+    assert [p.epoch for p in plan if p.split] == [2, 4, 6, 8, 10]
+    # Every even epoch reclusters (epoch 0 included, into one cluster) and freezes the backbone,
+    # for the whole run, the full-embedding phase included.
+    assert [p.epoch for p in plan if p.recluster] == list(range(0, 180, 2))
+    assert [p.freeze_backbone for p in plan] == [e % 2 == 0 for e in range(180)]
+    assert [p.full_embedding for p in plan] == [e >= 80 for e in range(180)]
+    assert not any(p.whole_dataset for p in plan)
+
+
+def test_pami_schedule_rejects_a_final_k_that_is_not_a_power_of_two():
+    c = _pami()
+    c.num_learners = 12
+    try:
+        schedule.phase(c, 0)
+    except ValueError as e:
+        assert "divide.num_learners=12" in str(e)
+    else:
+        raise AssertionError("no error")
+
+
+def test_grow_copies_each_parent_into_its_two_children():
+    m = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
+    grown = np.asarray(masks.grow(m, 2))        # K 2 -> 4
+    np.testing.assert_array_equal(grown[:4], m[[0, 0, 1, 1]])
+    np.testing.assert_array_equal(grown[4:], m[4:])
+    np.testing.assert_array_equal(np.asarray(masks.grow(m, 4)), m[[0, 0, 1, 1, 2, 2, 3, 3]])
+
+
+def test_orthogonality_penalty_matches_a_direct_mean_of_cosines():
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(6, 5)).astype(np.float32)
+    k = 4
+    r = np.maximum(m[:k], 0).astype(np.float64)
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    want = np.mean([r[i] @ r[j] for i in range(k) for j in range(k) if i != j])
+    assert abs(float(masks.orthogonality_penalty(m, k)) - want) < 1e-6
+    assert float(masks.orthogonality_penalty(m, 1)) == 0.0

@@ -54,3 +54,43 @@ def sliced_output(embedding, slices):
 def learner_view(output, masks, learner):
     """What each example's learner loss sees: normalize(output * masks[learner])."""
     return l2_normalize(output * masks[learner])
+
+
+# -- PAMI masks (METHOD.md §1.4) ---------------------------------------------------------------
+
+def single_block(max_learners: int, dim: int) -> np.ndarray:
+    """PAMI's output: one block (the whole embedding, normalised once), no per-slice norms."""
+    return contiguous_slices(1, max_learners, dim)
+
+
+def init_learned_masks(key, max_learners: int, dim: int, init: str = "ones"):
+    """Mask parameters [K_max, d]: all ones (PAMI default) or N(0.9, 0.7) ('normal')."""
+    import jax
+
+    if init == "ones":
+        return jnp.ones((max_learners, dim), jnp.float32)
+    if init == "normal":
+        return 0.9 + 0.7 * jax.random.normal(key, (max_learners, dim), jnp.float32)
+    raise ValueError(f"divide.mask_init must be 'ones' or 'normal', got {init!r}")
+
+
+def grow(masks, num_learners: int):
+    """Doubling: rows 2c and 2c+1 become copies of row c for c < K (children inherit from their
+    parent, matching the cluster split); rows >= 2K are left as they are (unused)."""
+    k_max = masks.shape[0]
+    new_k = min(2 * num_learners, k_max)
+    source = jnp.where(jnp.arange(k_max) < new_k, jnp.arange(k_max) // 2, jnp.arange(k_max))
+    return masks[source]
+
+
+def orthogonality_penalty(masks, num_learners):
+    """Mean cosine similarity of relu(m_i), relu(m_j) over ordered pairs i != j of the active
+    rows; 0 for one learner (METHOD.md §1.3). `num_learners` may be a traced scalar."""
+    r = jnp.maximum(masks, 0.0)
+    unit = l2_normalize(r)
+    cos = unit @ unit.T
+    k_max = masks.shape[0]
+    active = jnp.arange(k_max) < num_learners
+    pairs = active[:, None] & active[None, :] & ~jnp.eye(k_max, dtype=bool)
+    count = jnp.sum(pairs)
+    return jnp.where(count > 0, jnp.sum(jnp.where(pairs, cos, 0.0)) / jnp.maximum(count, 1), 0.0)

@@ -1,8 +1,15 @@
-"""When to cluster, how many learners, and when to conquer: the epoch-by-epoch phase plan.
+"""When to cluster, how many learners, when to freeze, and when to conquer: the phase plan.
 
-The CVPR schedule (METHOD.md §1.2): cluster before epoch 0 with the starting model, recluster
-every `recluster_every` epochs, train the whole embedding on clustered batches from
-`full_embedding_epoch`, and from `finetune_epoch` train one learner on the whole training set.
+Two plans, each as the official code runs it:
+
+- `cvpr` (METHOD.md §1.2): cluster into K before epoch 0 with the starting model, recluster
+  every `recluster_every` epochs, train the whole embedding on clustered batches from
+  `full_embedding_epoch`, and from `finetune_epoch` train one learner on the whole training set.
+- `pami` (METHOD.md §1.3, `top_bot`): start with K = 1 and recluster every `recluster_every`
+  epochs (epoch 0 included); at every recluster after epoch 0 while K < K_final, split each
+  cluster in two (K doubles: 1, 2, 4, ... K_final); the backbone's learning rate is 0 on the
+  first `freeze_epochs` epochs of every recluster period (with the defaults, every even epoch,
+  for the whole run); the whole embedding from `full_embedding_epoch`; no finetune phase.
 """
 from __future__ import annotations
 
@@ -14,22 +21,52 @@ class Phase:
     epoch: int
     num_learners: int      # clusters / learners active in this epoch
     recluster: bool        # run embed -> k-means -> match before this epoch's training
-    whole_dataset: bool    # finetune: one cluster holding every image, no k-means
+    split: bool            # then split every cluster in two (K doubled this epoch)
+    whole_dataset: bool    # one cluster holding every image, no k-means
     full_embedding: bool   # learners' losses see the whole embedding (conquer)
+    freeze_backbone: bool  # backbone learning rate 0 this epoch (its Adam moments still move)
+
+
+def _at_or_after(epoch, start):
+    return start is not None and start >= 0 and epoch >= start
 
 
 def phase(divide_config, epoch: int) -> Phase:
     c = divide_config
-    finetuning = c.finetune_epoch is not None and c.finetune_epoch >= 0 and epoch >= c.finetune_epoch
-    full = finetuning or (c.full_embedding_epoch is not None and c.full_embedding_epoch >= 0
-                          and epoch >= c.full_embedding_epoch)
+    plan = c.get("schedule", "cvpr")
+    if plan == "cvpr":
+        return _cvpr_phase(c, epoch)
+    if plan == "pami":
+        return _pami_phase(c, epoch)
+    raise ValueError(f"divide.schedule must be 'cvpr' or 'pami', got {plan!r}")
+
+
+def _cvpr_phase(c, epoch):
+    finetuning = _at_or_after(epoch, c.finetune_epoch)
+    full = finetuning or _at_or_after(epoch, c.full_embedding_epoch)
     num_learners = 1 if finetuning else c.num_learners
-    # The assignment changes at epoch 0 (initial clustering), at every recluster epoch, and
-    # once when the finetune starts (a single cluster over all data).
     recluster = (not finetuning and num_learners > 1 and
                  (epoch == 0 or (c.recluster_every > 0 and epoch % c.recluster_every == 0)))
-    whole = finetuning or num_learners == 1
-    return Phase(epoch, num_learners, recluster, whole, full)
+    return Phase(epoch, num_learners, recluster, split=False,
+                 whole_dataset=finetuning or num_learners == 1, full_embedding=full,
+                 freeze_backbone=False)
+
+
+def _pami_phase(c, epoch):
+    every = c.recluster_every
+    if every <= 0:
+        raise ValueError("divide.schedule='pami' needs divide.recluster_every > 0")
+    final = c.num_learners
+    if final & (final - 1):
+        raise ValueError(f"divide.num_learners={final} must be a power of two for the 'pami' "
+                         f"schedule (K doubles from 1)")
+    num_learners = min(final, 2 ** (epoch // every))
+    recluster = epoch % every == 0
+    split = recluster and epoch > 0 and num_learners > min(final, 2 ** (epoch // every - 1))
+    freeze = (epoch % every) < c.get("freeze_epochs", 0)
+    return Phase(epoch, num_learners, recluster, split=split, whole_dataset=False,
+                 full_embedding=_at_or_after(epoch, c.full_embedding_epoch),
+                 freeze_backbone=freeze)
 
 
 def needs_new_assignment(divide_config, epoch: int) -> bool:
