@@ -1,0 +1,86 @@
+"""Train-step throughput of the embedding network, as images per second.
+
+    python bench/train_step.py --model=resnet50 --batch=80 --image_size=224 --dtype=bfloat16
+
+Times the real jitted train step (augmentation, forward, margin loss over K learners, backward,
+Adam) on random uint8 images after a warm-up, and prints one Markdown table row with the device
+name, for BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs import default  # noqa: E402
+from dnc_jax import optim, parallel, steps  # noqa: E402
+from dnc_jax.divide import masks as masks_lib  # noqa: E402
+from dnc_jax.losses import make_loss  # noqa: E402
+from dnc_jax.models.embedder import make_embedder  # noqa: E402
+from dnc_jax.models.variables import initial_variables  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--batch", type=int, default=80)
+    p.add_argument("--image_size", type=int, default=224)
+    p.add_argument("--cache_size", type=int, default=256)
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    p.add_argument("--learners", type=int, default=8)
+    p.add_argument("--steps", type=int, default=20)
+    args = p.parse_args()
+
+    config = default.get_config()
+    config.model.name = args.model
+    config.model.pretrained = ""
+    config.augment.image_size = args.image_size
+    mesh = parallel.make_mesh()
+    model = make_embedder(config.model, jnp.dtype(args.dtype).type)
+    optimizer = optim.make_optimizer(config.optim)
+    loss_fn = make_loss(config.loss, args.learners, config.data.samples_per_class)
+    step = jax.jit(steps.make_train_step(model, optimizer, loss_fn, config.augment),
+                   donate_argnums=(0,))
+    params, stats = initial_variables(model, config.model, args.learners, jax.random.key(0),
+                                      args.image_size)
+    state = parallel.put_replicated(steps.create_train_state(params, stats, optimizer), mesh)
+
+    b, m = args.batch, config.data.samples_per_class
+    rng = np.random.default_rng(0)
+    batch = parallel.put_batch({
+        "images": rng.integers(0, 256, (b, args.cache_size, args.cache_size, 3), np.uint8),
+        "sizes": np.tile(np.array([[375, 500]], np.int32), (b, 1)),
+        "labels": np.repeat(np.arange(b // m), m).astype(np.int32),
+        "learners": (np.arange(b) * args.learners // b).astype(np.int32),
+        "valid": np.ones(b, bool),
+    }, mesh)
+    slices = masks_lib.contiguous_slices(args.learners, args.learners, config.model.embedding_dim)
+    key = jax.random.key(1)
+
+    t0 = time.perf_counter()
+    state, metrics = step(state, batch, slices, slices, key)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - t0
+    for _ in range(2):
+        state, metrics = step(state, batch, slices, slices, key)
+    jax.block_until_ready(metrics)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        state, metrics = step(state, batch, slices, slices, key)
+    jax.block_until_ready(metrics)
+    per_step = (time.perf_counter() - t0) / args.steps
+    device = jax.devices()[0].device_kind
+    print(f"| {device} x{jax.device_count()} | {args.model} | {args.dtype} | {b} | "
+          f"{args.image_size} | {per_step * 1e3:.1f} ms | {b / per_step:.0f} | "
+          f"{compile_s:.1f} s |")
+
+
+if __name__ == "__main__":
+    main()
