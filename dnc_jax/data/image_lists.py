@@ -1,86 +1,121 @@
-"""Image-file data sets: list parsing and a decode-once uint8 cache.
+"""A split as a list of image files, the helpers every file-based source shares, and the step
+that turns such a list into an ImageSet through the decode-once cache (`cache.py`).
 
-Each image is decoded once, resized to S x S (its original height and width are kept beside it)
-and stored in a memory-mapped `.npy` named by a hash of the file list and S, so a changed data
-set gets a new cache and an interrupted build is never trusted (it is written under a temporary
-name and renamed when complete). Training then only gathers rows of that array.
+Parsers (`benchmarks.py`, `custom.py`, `tfds_source.py`) only read lists and folders and return
+ImageLists; nothing here decodes an image, so parsing is tested without pixels.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import multiprocessing
+import dataclasses
 import os
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
+from absl import logging
 
 from dnc_jax.data.errors import DataError
 from dnc_jax.data.image_set import ImageSet
 
-
-def parse_sop_list(path: str):
-    """Ebay_{train,test}.txt: a header line, then `image_id class_id super_class_id path`."""
-    paths, labels = [], []
-    with open(path) as f:
-        for line_no, line in enumerate(f, start=1):
-            if line_no == 1 or not line.strip():
-                continue
-            fields = line.split()
-            if len(fields) != 4 or not fields[1].isdigit():
-                raise DataError(f"{path}:{line_no}: expected 'image_id class_id "
-                                f"super_class_id path', got {line.strip()!r}")
-            labels.append(int(fields[1]) - 1)
-            paths.append(fields[3])
-    return paths, np.asarray(labels, np.int64)
+# What torchvision's ImageFolder accepts (the CUB loader of the official code is an ImageFolder).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def load_sop(root: str, data_config) -> dict[str, ImageSet]:
+@dataclasses.dataclass(frozen=True)
+class ImageList:
+    """One split: absolute image paths, labels indexing `class_names`."""
+
+    paths: list[str]
+    labels: np.ndarray      # int32 [N]
+    class_names: list[str]  # len C; a split's classes, or the ones it shares (In-shop q/g)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def is_image_file(name: str) -> bool:
+    """An image by its extension; macOS resource forks (`._x.jpg`) and hidden files are not."""
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def contiguous(raw_labels: Sequence, classes: Optional[Iterable] = None):
+    """(int32 labels 0..C-1, class names) from raw labels, in sorted order of the raw values.
+
+    `classes` fixes the label space (In-shop query and gallery share one); by default it is the
+    set of raw labels present.
+    """
+    classes = sorted(set(raw_labels) if classes is None else set(classes))
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.fromiter((index[r] for r in raw_labels), np.int32, count=len(raw_labels))
+    return labels, [str(c) for c in classes]
+
+
+def make_list(paths: list[str], raw_labels: Sequence, classes=None, names=None) -> ImageList:
+    """An ImageList with contiguous labels; `names` maps a raw label to a readable class name."""
+    labels, class_names = contiguous(raw_labels, classes)
+    if names is not None:
+        keys = sorted(set(raw_labels) if classes is None else set(classes))
+        class_names = [str(names.get(k, k)) for k in keys]
+    return ImageList(list(paths), labels, class_names)
+
+
+def split_by_first_classes(paths, raw_labels, num_train_classes, names=None):
+    """{'train': the first `num_train_classes` sorted classes, 'test': the rest}."""
+    classes = sorted(set(raw_labels))
+    train = set(classes[:num_train_classes])
     out = {}
-    for split, name in (("train", "Ebay_train.txt"), ("test", "Ebay_test.txt")):
-        paths, labels = parse_sop_list(os.path.join(root, name))
-        files = [os.path.join(root, p) for p in paths]
-        images = decode_cached(files, data_config.image_size,
-                               os.path.expanduser(data_config.cache_dir), f"sop-{split}")
-        classes, contiguous = np.unique(labels, return_inverse=True)
-        out[split] = ImageSet(images=images, labels=contiguous.astype(np.int32),
-                              class_names=[str(c + 1) for c in classes])
+    for split, keep in (("train", lambda c: c in train), ("test", lambda c: c not in train)):
+        rows = [i for i, c in enumerate(raw_labels) if keep(c)]
+        out[split] = make_list([paths[i] for i in rows], [raw_labels[i] for i in rows],
+                               names=names)
     return out
 
 
-def _decode(args):
-    path, size = args
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            hw = (im.height, im.width)
-            return np.asarray(im.resize((size, size), Image.BILINEAR), np.uint8), hw
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot decode {path}: {e}") from None
+def check_images_exist(paths: Sequence[str], where: Sequence[str], config_hint: str) -> None:
+    """DataError naming the first missing image by its place in the list (`file:line`)."""
+    missing = [i for i, p in enumerate(paths) if not os.path.isfile(p)]
+    if missing:
+        i = missing[0]
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DataError(f"{where[i]}: image listed but missing: {paths[i]}{more}; "
+                        f"{config_hint}")
 
 
-def decode_cached(files: list[str], size: int, cache_dir: str, name: str,
-                  workers: int | None = None):
-    """uint8 [N, size, size, 3], memory-mapped from the cache, built once."""
-    key = hashlib.sha256(json.dumps([size, files]).encode()).hexdigest()[:16]
-    os.makedirs(cache_dir, exist_ok=True)
-    final = os.path.join(cache_dir, f"{name}-{size}-{key}.npy")
-    if not os.path.exists(final):
-        from tqdm.auto import tqdm
+def warn_unofficial_counts(title: str, lists: dict[str, ImageList],
+                           official: dict[str, tuple[Optional[int], Optional[int]]],
+                           extra: Sequence[str] = ()) -> bool:
+    """One warning line when image or class counts differ from the official ones.
 
-        for path in files:
-            if not os.path.isfile(path):
-                raise DataError(f"image listed but missing: {path}")
-        tmp = final + ".partial"
-        images = np.lib.format.open_memmap(tmp, "w+", np.uint8, (len(files), size, size, 3))
-        sizes = np.zeros((len(files), 2), np.int32)
-        with multiprocessing.Pool(workers or os.cpu_count()) as pool:
-            jobs = pool.imap(_decode, [(p, size) for p in files], chunksize=64)
-            for i, (image, hw) in enumerate(tqdm(jobs, total=len(files), desc=f"decode {name}")):
-                images[i], sizes[i] = image, hw
-        images.flush()
-        del images
-        np.save(final[:-4] + "-sizes.npy", sizes)
-        os.replace(tmp, final)
-    return np.load(final, mmap_mode="r")
+    `official` maps a split to (images, classes), None where the protocol does not fix it;
+    `extra` adds other discrepancies to the same line.
+    Not an error: subsets are legitimate (quick runs, cleaned copies), but the numbers are then
+    not comparable with the papers, which the line says.
+    """
+    diffs = list(extra)
+    for split, (images, classes) in official.items():
+        got = lists.get(split)
+        n_img = len(got) if got is not None else 0
+        n_cls = len(got.class_names) if got is not None else 0
+        if images is not None and n_img != images:
+            diffs.append(f"{split} {n_img:,} images (official {images:,})")
+        if classes is not None and n_cls != classes:
+            diffs.append(f"{split} {n_cls:,} classes (official {classes:,})")
+    if diffs:
+        logging.warning("%s differs from the official counts, results are not comparable with "
+                        "published ones: %s", title, "; ".join(diffs))
+    return bool(diffs)
+
+
+def to_image_set(image_list: ImageList, data_config, name: str) -> ImageSet:
+    """Decodes (once, cached) the list's images to uint8 S x S rows with their original sizes."""
+    images, sizes = _decode(list(image_list.paths), data_config.image_size,
+                            os.path.expanduser(data_config.cache_dir), name)
+    return ImageSet(images=images, labels=np.asarray(image_list.labels, np.int32),
+                    class_names=list(image_list.class_names), sizes=sizes,
+                    paths=list(image_list.paths))
+
+
+def _decode(files, size, cache_dir, name):
+    # Imported here: the cache pulls in multiprocessing machinery parsers never need.
+    from dnc_jax.data.cache import decode_cached
+
+    return decode_cached(files, size, cache_dir, name)
