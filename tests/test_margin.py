@@ -4,9 +4,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnc_jax.losses.margin import distance_weighted_logits, margin_loss
+from dnc_jax.losses.margin import margin_loss
+from dnc_jax.losses.miners import distance_weighted_logits, make_miner
 
 ALPHA, BETA = 0.2, 1.2
+
+
+def _miner(num_triplets):
+    return make_miner("distance_weighted", num_negatives=num_triplets)
 
 
 def _normalize(x):
@@ -23,16 +28,13 @@ def _batch(seed, b=24, d=8, k=2, m=3):
     return emb.astype(np.float32), labels, learners, valid
 
 
-def _reference_loss(emb, labels, learners, valid, pos_idx, neg_idx, ok, k_max):
+def _reference_loss(emb, labels, learners, valid, anchor_idx, pos_idx, neg_idx, ok, k_max):
     """Per learner: sum of hinge terms over its triplets / number of non-zero terms."""
     e = emb.astype(np.float64)
     dist = np.sqrt(((e[:, None] - e[None]) ** 2).sum(-1) + 1e-8)
     sums, counts = np.zeros(k_max), np.zeros(k_max)
-    for i in range(len(e)):
-        for t in range(pos_idx.shape[1]):
-            if not ok[i, t]:
-                continue
-            p, n = pos_idx[i, t], neg_idx[i, t]
+    for i, p, n, good in zip(anchor_idx, pos_idx, neg_idx, ok):
+        if good:
             # The sampled triplet must respect the learner and label structure.
             assert learners[p] == learners[i] == learners[n]
             assert labels[p] == labels[i] != labels[n] and p != i and valid[p] and valid[n]
@@ -48,9 +50,11 @@ def _reference_loss(emb, labels, learners, valid, pos_idx, neg_idx, ok, k_max):
 def test_value_matches_float64_reference(seed):
     emb, labels, learners, valid = _batch(seed)
     n_dim = np.full(len(emb), emb.shape[1], np.float32)
-    loss, aux = margin_loss(jnp.asarray(emb), labels, learners, valid, jax.random.key(seed),
-                            n_dim=n_dim, num_learners_max=3, num_triplets=2)
+    loss, aux = jax.jit(lambda *a: margin_loss(*a, n_dim=n_dim, num_learners_max=3,
+                                               mine=_miner(2)))(
+        jnp.asarray(emb), labels, learners, valid, jax.random.key(seed))
     ref, ref_per = _reference_loss(emb, labels, learners, valid,
+                                   np.asarray(aux["anchor_index"]),
                                    np.asarray(aux["positive_index"]),
                                    np.asarray(aux["negative_index"]),
                                    np.asarray(aux["triplet_valid"]), 3)
@@ -59,7 +63,7 @@ def test_value_matches_float64_reference(seed):
     np.testing.assert_allclose(np.asarray(aux["per_learner"]), ref_per, rtol=1e-5, atol=1e-7)
     # Every valid anchor with a valid positive has all of its triplets (there are enough
     # negatives); anchor 21 lost its classmates to padding, padding anchors have none.
-    ok = np.asarray(aux["triplet_valid"])
+    ok = np.asarray(aux["triplet_valid"]).reshape(len(labels), 2)
     has_positive = np.array([valid[i] and any(valid[j] and labels[j] == labels[i]
                                               for j in range(len(labels)) if j != i)
                              for i in range(len(labels))])
@@ -71,9 +75,10 @@ def test_gradient_matches_finite_differences():
     emb, labels, learners, valid = _batch(3, b=12, d=4, k=1, m=3)
     n_dim = np.full(len(emb), 4.0, np.float32)
 
+    @jax.jit
     def f(x):
         return margin_loss(x, labels, learners, valid, jax.random.key(0), n_dim=n_dim,
-                           num_learners_max=1, num_triplets=2)[0]
+                           num_learners_max=1, mine=_miner(2))[0]
 
     x = jnp.asarray(emb, jnp.float32)
     grad = np.asarray(jax.grad(f)(x), np.float64)
@@ -91,11 +96,12 @@ def test_degenerate_batches_are_finite():
         "no positive pair": (np.arange(8), np.zeros(8, int)),
         "every learner alone": (np.repeat(np.arange(4), 2), np.arange(8)),
     }
+    value_and_grad = jax.jit(jax.value_and_grad(
+        lambda x, labels, learners: margin_loss(
+            x, labels, learners, np.ones(8, bool), jax.random.key(0), n_dim=n_dim,
+            num_learners_max=8, mine=_miner(3))[0]))
     for name, (labels, learners) in cases.items():
-        def f(x, labels=labels, learners=learners):
-            return margin_loss(x, labels, learners, np.ones(8, bool), jax.random.key(0),
-                               n_dim=n_dim, num_learners_max=8, num_triplets=3)[0]
-        loss, grad = jax.value_and_grad(f)(emb)
+        loss, grad = value_and_grad(emb, labels, learners)
         assert np.isfinite(float(loss)) and float(loss) == 0.0, name
         assert np.all(np.isfinite(np.asarray(grad))), name
 
