@@ -1,0 +1,1 @@
+"""Evaluation (METHOD.md §4): exact blocked k-NN retrieval metrics, NMI, benchmark protocols."""
