@@ -74,6 +74,9 @@ def get_config():
         config.optim[group] = ml_collections.ConfigDict()
         config.optim[group].learning_rate = 1e-5
         config.optim[group].weight_decay = 1e-4
+    config.optim.masks = ml_collections.ConfigDict()  # PAMI learned masks (divide.masks='learned')
+    config.optim.masks.learning_rate = 1e-3  # PAMI README: base lr 1e-5 x mask_lr_mult 100
+    config.optim.masks.weight_decay = 1e-4   # PAMI README: mask_wd_mult 1 x 1e-4
 
     config.divide = ml_collections.ConfigDict()
     config.divide.num_learners = 8         # K clusters / learners; 1 = the plain baseline
@@ -85,6 +88,18 @@ def get_config():
     config.divide.full_embedding_epoch = 80  # from this epoch learners train the whole
                                              # embedding on their clusters (-1: never)
     config.divide.finetune_epoch = 190     # from this epoch one learner, all data (-1: never)
+    config.divide.schedule = "cvpr"        # phase plan: 'cvpr' (K fixed, finetune at the end) |
+                                           # 'pami' (K doubles 1 -> num_learners, top_bot splits)
+    config.divide.freeze_epochs = 0        # backbone lr 0 on the first this-many epochs of every
+                                           # recluster period (PAMI README: 1)
+    config.divide.masks = "slices"         # 'slices': CVPR blocks, each normalised on its own;
+                                           # 'fixed': PAMI fixed hierarchical halves;
+                                           # 'learned': PAMI learnable masks (relu)
+    config.divide.mask_init = "ones"       # learned masks start as 'ones' | 'normal' N(0.9, 0.7)
+    config.divide.orthogonality_weight = 0.01  # lambda of the mask orthogonality penalty
+    config.divide.kmeans_trials = 1        # k-means runs until every cluster has >= 2 classes
+                                           # with >= 2 images (PAMI: 30; CVPR: 1)
+    config.divide.split_trials = 30        # the same rule for each 2-means split (PAMI)
     config.divide.cluster_on = "features"  # 'features' (L2-normalised pooled backbone output,
                                            # official) | 'embedding'
     config.divide.kmeans_init = "random"   # 'random' (faiss default) | 'kmeans++'
@@ -99,4 +114,6 @@ def get_config():
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.keep = 2             # most recent checkpoints kept
     config.checkpoint.every_epochs = 1     # save after every this many epochs
+    config.checkpoint.every_steps = 0      # also save every this many steps inside an epoch
+                                           # (0: only at epoch ends and on SIGTERM/SIGINT)
     return config

@@ -9,11 +9,7 @@ import math
 import os
 import sys
 
-import jax
-
-
-def is_main_process() -> bool:
-    return jax.process_index() == 0
+from dnc_jax.parallel import is_main_process
 
 
 class MetricsWriter:
@@ -67,3 +63,32 @@ def say(msg: str) -> None:
     """A line the user should see in the console whatever the absl verbosity."""
     if is_main_process():
         print(msg, flush=True)
+
+
+class Board:
+    """TensorBoard event files (tensorboardX) of the per-epoch numbers, under WORKDIR/tensorboard."""
+
+    def __init__(self, workdir: str):
+        self.writer = None
+        if is_main_process():
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        if self.writer is None:
+            return
+        epoch = record.get("epoch", -1)
+        for key, value in record.items():
+            if key == "epoch" or isinstance(value, bool):
+                continue
+            if isinstance(value, (int, float)):
+                self.writer.add_scalar(key, value, epoch)
+            elif isinstance(value, list) and value and isinstance(value[0], (int, float)):
+                for i, v in enumerate(value):
+                    self.writer.add_scalar(f"{key}/{i}", v, epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -13,8 +13,16 @@ from dnc_jax.data.errors import DataError
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Run folder (checkpoints, metrics.jsonl). An existing run resumes. "
+    "workdir", None, "Run folder (checkpoints, metrics.jsonl, plots). An existing run resumes. "
     "Default: a fresh folder runs/<config>-<time>.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume a workdir even though the config differs from the "
+    "one it was started with.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for a multi-process run launched by "
+    "hand (SLURM, TPU pods and Open MPI are detected without it).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes of a run launched by hand.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, launched by hand.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -29,16 +37,23 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         # orbax and XLA log every save and compile at INFO; the run's own lines are printed.
         logging.set_verbosity(logging.WARNING)
-    workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
-    print(f"dnc_jax: workdir {workdir}", flush=True)
     # Imported here so `--help` and config errors do not pay for initialising JAX.
+    from dnc_jax import parallel
+
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
+    if parallel.is_main_process():
+        print(f"dnc_jax: workdir {workdir}", flush=True)
     from dnc_jax import train
 
     try:
-        train.train_and_evaluate(_CONFIG.value, workdir)
+        train.train_and_evaluate(_CONFIG.value, workdir, _ALLOW_CONFIG_CHANGE.value)
     except DataError as e:
         print(f"dnc_jax: {e}", file=sys.stderr)
         sys.exit(2)
+    except train.NonFiniteLoss as e:
+        print(f"dnc_jax: {e}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,22 @@
 """Adam with coupled L2 weight decay, per parameter group, as torch's Adam does it.
 
 torch's `Adam(weight_decay=wd)` adds wd * theta to the gradient *before* the moments (not
-AdamW's decoupled decay), and the official code has separate groups for the backbone and the
-embedding head (METHOD.md §2.3). Learning rates are injected hyper-parameters so a phase can
-change them (e.g. 0 on frozen epochs, with the moments still updating) without recompiling.
+AdamW's decoupled decay), and the official code has separate groups (METHOD.md §2.3): the
+backbone (BN scale/bias included), the embedding head, the PAMI masks and the loss parameters.
+Learning rates are injected hyper-parameters, so a phase changes them (0 for a frozen backbone,
+whose Adam moments still update, as in torch) without recompiling the step.
+
+The optimised tree is `{'model': {'backbone', 'head'}, 'masks'?: [K_max, d], 'loss'?: {...}}`;
+each loss parameter (`loss/beta`, `loss/proxies`, `loss/alpha`) is its own group `loss_<name>`
+with its own learning rate and no weight decay.
 """
 from __future__ import annotations
 
 import flax.traverse_util
+import jax.numpy as jnp
 import optax
+
+GROUPS = ("backbone", "head", "masks")
 
 
 def coupled_adam(learning_rate, weight_decay, b1=0.9, b2=0.999, eps=1e-8):
@@ -19,17 +27,63 @@ def coupled_adam(learning_rate, weight_decay, b1=0.9, b2=0.999, eps=1e-8):
     )
 
 
+def group_of(path: tuple) -> str:
+    if path[0] == "model":
+        return "head" if path[1] == "head" else "backbone"
+    if path[0] == "loss":
+        return f"loss_{path[1]}"
+    return path[0]
+
+
 def param_groups(params):
-    """'head' for the embedding layer, 'backbone' for everything else (BN scale/bias included)."""
     flat = flax.traverse_util.flatten_dict(params)
-    labels = {k: ("head" if k[0] == "head" else "backbone") for k in flat}
-    return flax.traverse_util.unflatten_dict(labels)
+    return flax.traverse_util.unflatten_dict({k: group_of(k) for k in flat})
 
 
-def make_optimizer(optim_config):
+def base_learning_rates(optim_config, loss_rates=None) -> dict[str, float]:
+    rates = {g: float(optim_config[g].learning_rate) for g in GROUPS if g in optim_config}
+    rates.update({f"loss_{k}": float(v) for k, v in (loss_rates or {}).items()})
+    return rates
+
+
+def make_optimizer(optim_config, loss_rates=None):
+    """`loss_rates`: {loss parameter name: learning rate} (`losses.loss_learning_rates`)."""
     groups = {}
-    for name in ("backbone", "head"):
+    for name in GROUPS:
+        if name not in optim_config:
+            continue
         group = optim_config[name]
         groups[name] = optax.inject_hyperparams(coupled_adam)(
             learning_rate=group.learning_rate, weight_decay=group.weight_decay)
+    for name, rate in (loss_rates or {}).items():
+        groups[f"loss_{name}"] = optax.inject_hyperparams(coupled_adam)(
+            learning_rate=rate, weight_decay=0.0)
     return optax.multi_transform(groups, param_groups)
+
+
+def set_learning_rates(opt_state, rates: dict[str, float]):
+    """The optimiser state with the given groups' learning rates replaced (values only)."""
+    inner_states = dict(opt_state.inner_states)
+    for group, value in rates.items():
+        if group not in inner_states:
+            continue
+        masked = inner_states[group]
+        injected = masked.inner_state
+        hyper = dict(injected.hyperparams)
+        hyper["learning_rate"] = jnp.asarray(value, jnp.float32)
+        inner_states[group] = masked._replace(inner_state=injected._replace(hyperparams=hyper))
+    return opt_state._replace(inner_states=inner_states)
+
+
+def learning_rates(opt_state) -> dict[str, float]:
+    return {g: float(s.inner_state.hyperparams["learning_rate"])
+            for g, s in opt_state.inner_states.items()}
+
+
+def reset_group(opt_state, optimizer, params, group: str):
+    """A fresh optimiser state for one group (PAMI resets the mask moments when masks grow)."""
+    fresh = optimizer.init(params).inner_states[group]
+    rates = {group: learning_rates(opt_state)[group]}
+    inner_states = dict(opt_state.inner_states)
+    inner_states[group] = fresh
+    return set_learning_rates(opt_state._replace(inner_states=inner_states), rates)

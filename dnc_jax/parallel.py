@@ -9,6 +9,8 @@ metric losses build on a batch-sharded array (DESIGN.md §2).
 """
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
@@ -63,3 +65,35 @@ def put_rows(source, rows, mesh):
     shape = (len(rows),) + tuple(source.shape[1:])
     return jax.make_array_from_callback(
         shape, batch_sharding(mesh), lambda index: np.asarray(source[rows[index[0]]]))
+
+
+def is_main_process() -> bool:
+    return jax.process_index() == 0
+
+
+def _launched_by_a_cluster() -> bool:
+    """True under a multi-task SLURM step, a multi-host TPU VM slice, or Open MPI."""
+    env = os.environ
+    if int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1")) or 1) > 1 and \
+            "SLURM_STEP_ID" in env:
+        return True
+    if "," in env.get("TPU_WORKER_HOSTNAMES", ""):
+        return True
+    return int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+
+
+def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
+    """`jax.distributed.initialize` when this is one process of several; a no-op otherwise.
+
+    Every process then runs the same program: the mesh spans all global devices, each process
+    places the rows of the global batch that its own devices hold.
+    """
+    if coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address or os.environ["JAX_COORDINATOR_ADDRESS"],
+            num_processes=num_processes if num_processes is not None else
+            int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=process_id if process_id is not None else
+            int(os.environ["JAX_PROCESS_ID"]))
+    elif _launched_by_a_cluster():
+        jax.distributed.initialize()  # auto-detects SLURM, TPU pods and Open MPI

@@ -1,9 +1,19 @@
 """Pure, jittable steps: one train step serving every learner, and the embedding pass.
 
-Learner ids, masks and the validity of each slot are *data*, so K changing, reclustering,
-switching to the full embedding and moving examples between learners never retrace the step
-(DESIGN.md §4). Compute runs in `model.dtype` (bfloat16 on accelerators), parameters,
-embeddings and the loss stay float32.
+Learner ids, masks, K and the validity of each slot are *data*, so K changing, reclustering,
+mask growth, switching to the full embedding and moving examples between learners never
+retrace the step (DESIGN.md §4). Compute runs in `model.dtype` (bfloat16 on accelerators);
+parameters, embeddings and the loss stay float32.
+
+The optimised tree is `params = {'model': ..., 'masks'?: [K_max, d], 'loss'?: {...}}`
+(`optim.py`); `phase` is a dict of arrays describing the current phase:
+  slices [K_max, d]   the division of the output into separately normalised blocks (CVPR), or
+                      one all-ones row (PAMI: the output normalised once);
+  masks [K_max, d]    fixed learner masks (CVPR slices, PAMI fixed halves, or ones when
+                      conquering);
+  learned [] float    1 where the learned masks replace `masks` (PAMI, before conquering);
+  num_learners [] int active learners, for the orthogonality penalty;
+  orthogonality [] f  its weight lambda (0 when conquering).
 """
 from __future__ import annotations
 
@@ -31,41 +41,57 @@ def create_train_state(params, batch_stats, optimizer) -> TrainState:
                       opt_state=optimizer.init(params))
 
 
+def effective_masks(params, phase):
+    """The masks the learners use: relu(learned) where `learned`, else the fixed ones."""
+    if "masks" not in params:
+        return phase["masks"]
+    learned = jnp.maximum(params["masks"], 0.0)
+    return jnp.where(phase["learned"] > 0, learned, phase["masks"])
+
+
 def make_train_step(model, optimizer, loss_fn, aug_config):
-    """Returns `train_step(state, batch, slices, masks, rng) -> (state, metrics)`.
+    """Returns `train_step(state, batch, phase, rng) -> (state, metrics)`.
 
     `batch` holds uint8 `images` [B, S, S, 3], `labels`, `learners` [B] int32, `valid` [B] and,
     for image-file data sets, `sizes` [B, 2] (original height, width; see `augment`).
-    `slices` and `masks` are the [K_max, d] arrays of `dnc_jax.divide.masks`.
     """
 
-    def train_step(state: TrainState, batch, slices, masks, rng):
+    def train_step(state: TrainState, batch, phase, rng):
         rng = jax.random.fold_in(rng, state.step)
         k_aug, k_drop, k_loss = jax.random.split(rng, 3)
         images = augment.train_views(
             batch["images"], batch.get("sizes"), k_aug, aug_config.image_size,
-            scale=tuple(aug_config.crop_scale),
-            ratio=tuple(aug_config.crop_ratio), flip=aug_config.flip).astype(model.dtype)
-        # The dimensionality each anchor's learner lives in, for distance-weighted sampling.
-        n_dim = jnp.sum(masks > 0, axis=1).astype(jnp.float32)[batch["learners"]]
+            scale=tuple(aug_config.crop_scale), ratio=tuple(aug_config.crop_ratio),
+            flip=aug_config.flip).astype(model.dtype)
 
         def objective(params):
             out, new_vars = model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, images, train=True,
-                rngs={"dropout": k_drop}, mutable=["batch_stats"])
-            output = masks_lib.sliced_output(out["embedding"], slices)
+                {"params": params["model"], "batch_stats": state.batch_stats}, images,
+                train=True, rngs={"dropout": k_drop}, mutable=["batch_stats"])
+            masks = effective_masks(params, phase)
+            output = masks_lib.sliced_output(out["embedding"], phase["slices"])
             views = masks_lib.learner_view(output, masks, batch["learners"])
+            # The dimensionality each anchor's learner lives in (distance-weighted sampling).
+            n_dim = jnp.sum(masks > 0, axis=1).astype(jnp.float32)[batch["learners"]]
             loss, aux = loss_fn(views, batch["labels"], batch["learners"], batch["valid"],
-                                k_loss, n_dim=n_dim)
-            return loss, (aux, new_vars.get("batch_stats", {}))
+                                k_loss, params.get("loss", {}), n_dim=n_dim, masks=masks)
+            total = loss
+            if "masks" in params:
+                penalty = masks_lib.orthogonality_penalty(params["masks"],
+                                                          phase["num_learners"])
+                total = loss + phase["orthogonality"] * phase["learned"] * penalty
+                aux = {**aux, "orthogonality": penalty}
+            return total, (loss, aux, new_vars.get("batch_stats", {}))
 
-        (loss, (aux, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
-            state.params)
+        (total, (loss, aux, batch_stats)), grads = jax.value_and_grad(
+            objective, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "loss_per_learner": aux["per_learner"],
-                   "active_terms": aux["active"], "triplets": aux["triplets"],
-                   "grad_norm": optax.tree.norm(grads)}
+        metrics = {"loss": loss, "total_loss": total, "loss_per_learner": aux["per_learner"],
+                   "active_terms": aux["active"], "grad_norm": optax.tree.norm(grads)}
+        for key in ("triplets", "orthogonality"):
+            if key in aux:
+                metrics[key] = aux[key]
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                                   opt_state=opt_state)
         return new_state, metrics
@@ -74,21 +100,21 @@ def make_train_step(model, optimizer, loss_fn, aug_config):
 
 
 def make_embed_step(model, aug_config):
-    """Returns `embed_step(params, batch_stats, images, sizes, slices) -> dict`.
+    """Returns `embed_step(model_params, batch_stats, images, sizes, slices) -> dict`.
 
     `sizes` [B, 2] are the original (height, width) of the cached rows, or None when the rows
     are the originals; the eval view is torchvision's Resize + CenterCrop in those coordinates.
-
-    `embedding` is the evaluation embedding (concatenated normalised blocks, METHOD.md §1.2.6),
-    `features` the L2-normalised pooled backbone features used for clustering.
+    `embedding` is the evaluation embedding (the separately normalised blocks, concatenated:
+    METHOD.md §1.2.6; with one block, the normalised output, §1.3.6), `features` the
+    L2-normalised pooled backbone features used for clustering.
     """
-
     resize_size = round(aug_config.image_size / aug_config.eval_crop_fraction)
 
-    def embed_step(params, batch_stats, images, sizes, slices):
+    def embed_step(model_params, batch_stats, images, sizes, slices):
         views = augment.eval_views(images, sizes, aug_config.image_size,
                                    resize_size).astype(model.dtype)
-        out = model.apply({"params": params, "batch_stats": batch_stats}, views, train=False)
+        out = model.apply({"params": model_params, "batch_stats": batch_stats}, views,
+                          train=False)
         return {"embedding": masks_lib.sliced_output(out["embedding"], slices),
                 "features": out["features"]}
 

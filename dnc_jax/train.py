@@ -1,13 +1,18 @@
 """`train_and_evaluate(config, workdir)`: the Divide and Conquer epoch loop.
 
 Per epoch: ask the schedule which phase this is; when it says so, embed the training set,
-k-means it on device into K clusters, match the new clusters to the learners (Hungarian) and
-drop singleton classes; then train every learner on its cluster with one jitted step per batch
-(the `joint` layout) and evaluate Recall@K on the held-out test classes.
+k-means it on device into K clusters (splitting every cluster in two when K doubles), match
+the new clusters to the learners (Hungarian) and set singleton classes aside; then train every
+learner on its cluster with one jitted step per batch and evaluate on the held-out classes.
+
+A run is a pure function of its config: the sampler, augmentation and mining randomness derive
+from (seed, epoch, step), so a run resumed from a checkpoint, at an epoch end or in the middle
+of an epoch, ends where an uninterrupted one does.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import time
 
@@ -19,17 +24,23 @@ from dnc_jax import checkpoint as checkpoint_lib
 from dnc_jax import logs
 from dnc_jax import optim
 from dnc_jax import parallel
+from dnc_jax import plots
+from dnc_jax import run_guard
 from dnc_jax import steps
 from dnc_jax.data import sampler as sampler_lib
 from dnc_jax.data import sources
-from dnc_jax.divide import kmeans as kmeans_lib
 from dnc_jax.divide import masks as masks_lib
 from dnc_jax.divide import matching
+from dnc_jax.divide import recluster
 from dnc_jax.divide import schedule
 from dnc_jax.evaluation import retrieval
-from dnc_jax.losses import make_loss
+from dnc_jax.losses import init_loss_params, loss_learning_rates, make_loss
 from dnc_jax.models.embedder import make_embedder
 from dnc_jax.models.variables import initial_variables
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss became NaN or inf; the run stops without saving, so the last checkpoint stays."""
 
 
 def compute_dtype(name: str):
@@ -40,20 +51,54 @@ def compute_dtype(name: str):
     return jnp.dtype(name).type
 
 
+def phase_arrays(config, phase) -> dict:
+    """The step's `phase` argument (see `steps.py`) for one epoch."""
+    c, k_max, dim = config.divide, config.divide.num_learners, config.model.embedding_dim
+    if c.masks == "slices":
+        slices = masks_lib.contiguous_slices(phase.num_learners, k_max, dim)
+        fixed = slices
+    elif c.masks in ("fixed", "learned"):
+        # PAMI: the output is normalised once; fixed masks are the hierarchical halves, which
+        # for K = 2^j are the contiguous blocks of d / K dims.
+        slices = masks_lib.single_block(k_max, dim)
+        fixed = masks_lib.contiguous_slices(phase.num_learners, k_max, dim)
+    else:
+        raise ValueError(f"divide.masks must be 'slices', 'fixed' or 'learned', got {c.masks!r}")
+    conquer = phase.full_embedding
+    learned = c.masks == "learned" and not conquer
+    return {
+        "slices": slices,
+        "masks": masks_lib.full_embedding_masks(k_max, dim) if conquer else fixed,
+        "learned": np.float32(learned),
+        "num_learners": np.int32(phase.num_learners),
+        "orthogonality": np.float32(c.orthogonality_weight if learned else 0.0),
+    }
+
+
+def group_learning_rates(config, phase, base_rates) -> dict[str, float]:
+    rates = dict(base_rates)
+    if phase.freeze_backbone:
+        rates["backbone"] = 0.0
+    if config.divide.masks != "learned" or phase.full_embedding:
+        rates["masks"] = 0.0  # PAMI drops the masks from the optimiser when conquering
+    return rates
+
+
 class Trainer:
     """Holds the compiled functions and the data of one run; the state is passed around."""
 
     def __init__(self, config, datasets, mesh):
         self.config = config
         self.mesh = mesh
-        self.train_set, self.test_set = datasets["train"], datasets["test"]
+        self.datasets = datasets
+        self.train_set = datasets["train"]
         self.k_max = config.divide.num_learners
-        self.dim = config.model.embedding_dim
         parallel.check_global_batch(config.data.batch_size, mesh)
-        parallel.check_global_batch(config.data.eval_batch_size, mesh,
-                                    "data.eval_batch_size")
+        parallel.check_global_batch(config.data.eval_batch_size, mesh, "data.eval_batch_size")
         self.model = make_embedder(config.model, compute_dtype(config.dtype))
-        self.optimizer = optim.make_optimizer(config.optim)
+        loss_rates = loss_learning_rates(config.loss)
+        self.optimizer = optim.make_optimizer(config.optim, loss_rates)
+        self.base_rates = optim.base_learning_rates(config.optim, loss_rates)
         loss_fn = make_loss(config.loss, self.k_max, config.data.samples_per_class)
         replicated = parallel.replicated(mesh)
         self.train_step = jax.jit(
@@ -62,98 +107,167 @@ class Trainer:
         self.embed_step = jax.jit(steps.make_embed_step(self.model, config.augment))
 
     def init_state(self, rng):
-        params, batch_stats = initial_variables(self.model, self.config.model, self.k_max, rng,
-                                                self.config.augment.image_size)
+        k_model, k_masks, k_loss = jax.random.split(rng, 3)
+        cfg = self.config
+        model_params, batch_stats = initial_variables(
+            self.model, cfg.model, self.k_max, k_model, cfg.augment.image_size)
+        params = {"model": model_params}
+        if cfg.divide.masks == "learned":
+            params["masks"] = masks_lib.init_learned_masks(k_masks, self.k_max,
+                                                           cfg.model.embedding_dim,
+                                                           cfg.divide.mask_init)
+        loss_params = init_loss_params(cfg.loss, int(self.train_set.labels.max()) + 1,
+                                       cfg.model.embedding_dim, k_loss)
+        if loss_params:
+            params["loss"] = loss_params
         state = steps.create_train_state(params, batch_stats, self.optimizer)
         return parallel.put_replicated(state, self.mesh)
 
     # -- embedding passes ------------------------------------------------------------------
-    def embed(self, state, images, slices):
+    def embed(self, state, image_set, slices):
         """Embeds every image with the eval transform; returns device arrays [N, ...]."""
-        n, b = len(images), self.config.data.eval_batch_size
+        n, b = len(image_set.labels), self.config.data.eval_batch_size
         outs = collections.defaultdict(list)
         slices = parallel.put_replicated(slices, self.mesh)
         for start in range(0, n, b):
-            rows = np.arange(start, start + b)
-            rows = np.minimum(rows, n - 1)  # pad the last batch with the last image
-            batch = parallel.put_rows(images, rows, self.mesh)
-            out = self.embed_step(state.params, state.batch_stats, batch, slices)
+            rows = np.minimum(np.arange(start, start + b), n - 1)  # pad with the last image
+            images = parallel.put_rows(image_set.images, rows, self.mesh)
+            sizes = (None if image_set.sizes is None else
+                     parallel.put_rows(image_set.sizes, rows, self.mesh))
+            out = self.embed_step(state.params["model"], state.batch_stats, images, sizes,
+                                  slices)
             for k, v in out.items():
                 outs[k].append(v)
         return {k: jnp.concatenate(v)[:n] for k, v in outs.items()}
 
     def evaluate(self, state, slices):
-        emb = self.embed(state, self.test_set.images, slices)["embedding"]
-        recall = retrieval.recall_at_k(emb, self.test_set.labels,
-                                       ks=tuple(self.config.eval.recall_ks),
-                                       block_size=self.config.eval.block_size)
+        """Recall@K on the held-out classes: leave-one-out over 'test', or 'query' against
+        'gallery' (In-shop)."""
+        ks, block = tuple(self.config.eval.recall_ks), self.config.eval.block_size
+        if "test" in self.datasets:
+            test = self.datasets["test"]
+            emb = self.embed(state, test, slices)["embedding"]
+            recall = retrieval.recall_at_k(emb, test.labels, ks=ks, block_size=block)
+        else:
+            query, gallery = self.datasets["query"], self.datasets["gallery"]
+            recall = retrieval.recall_at_k(
+                self.embed(state, query, slices)["embedding"], query.labels,
+                self.embed(state, gallery, slices)["embedding"], gallery.labels,
+                ks=ks, block_size=block)
         return {f"recall@{k}": v for k, v in recall.items()}
 
     # -- clustering ------------------------------------------------------------------------
-    def cluster(self, state, slices, num_learners, previous, rng):
-        """Embed -> k-means on device -> match to the previous learners -> drop singletons."""
+    def cluster(self, state, slices, phase, previous, rng):
+        """Embed -> k-means on device -> match -> (split) -> set singletons aside."""
+        c = self.config.divide
         labels = self.train_set.labels
-        if num_learners == 1:
+        k = phase.num_learners // 2 if phase.split else phase.num_learners
+        if k == 1 and not phase.split:
             return sampler_lib.remove_singletons(labels, np.zeros(len(labels), np.int32)), {}
-        out = self.embed(state, self.train_set.images, slices)
-        x = out["features" if self.config.divide.cluster_on == "features" else "embedding"]
-        result = kmeans_lib.kmeans_jit(
-            x, num_learners, rng, n_init=self.config.divide.kmeans_restarts,
-            max_iter=self.config.divide.kmeans_iterations, init=self.config.divide.kmeans_init)
-        assignment = np.asarray(result.assignment, np.int32)
-        info = {"kmeans_inertia": float(result.inertia)}
-        if previous is not None and previous.max() == num_learners - 1:
-            perm = matching.match_clusters(previous, assignment, num_learners)
-            info["matching_cost"] = float(matching.matching_cost(previous, assignment, perm,
-                                                                 num_learners))
-            assignment = matching.relabel(assignment, perm)
+        out = self.embed(state, self.train_set, slices)
+        x = out["features" if c.cluster_on == "features" else "embedding"]
+        info = {}
+        if k == 1:
+            assignment = np.zeros(len(labels), np.int32)
+        else:
+            assignment, info = recluster.flat_kmeans(
+                x, k, labels, rng, trials=c.kmeans_trials, restarts=c.kmeans_restarts,
+                iterations=c.kmeans_iterations, init=c.kmeans_init)
+            if previous is not None and previous.max(initial=-1) == k - 1:
+                perm = matching.match_clusters(previous, assignment, k)
+                info["matching_cost"] = int(matching.matching_cost(previous, assignment, perm, k))
+                assignment = matching.relabel(assignment, perm)
+        if phase.split:
+            assignment, rejected = recluster.split_in_two(
+                x, assignment, labels, jax.random.fold_in(rng, 1), trials=c.split_trials,
+                iterations=c.kmeans_iterations, init=c.kmeans_init)
+            info["split_rejected"] = rejected
         return sampler_lib.remove_singletons(labels, assignment), info
 
     # -- one epoch of training -------------------------------------------------------------
-    def train_epoch(self, state, sampler, epoch, slices, masks, rng):
+    def train_epoch(self, state, sampler, epoch, phase_arrays_, rng, *, start_step=0,
+                    history=None, stop=None, save_mid_epoch=None):
+        """Trains from `start_step` to the end of the epoch, or until `stop` is set.
+
+        Returns (state, history, finished): history holds one metrics dict per step of the
+        epoch (those before `start_step` come from the checkpoint).
+        """
         cfg = self.config
-        slices = parallel.put_replicated(slices, self.mesh)
-        masks = parallel.put_replicated(masks, self.mesh)
-        labels = self.train_set.labels
+        phase_dev = parallel.put_replicated(phase_arrays_, self.mesh)
+        data = self.train_set
+        history = list(history or [])
 
         def batches():
-            for b in sampler.epoch(epoch):
-                yield {
-                    "images": parallel.put_rows(self.train_set.images, b.indices, self.mesh),
-                    "labels": parallel.put_rows(labels, b.indices, self.mesh),
-                    "learners": parallel.put_rows(b.learners, np.arange(len(b.indices)),
-                                                  self.mesh),
-                    "valid": parallel.put_rows(b.valid, np.arange(len(b.indices)), self.mesh),
+            for b in sampler.epoch(epoch, start_step=start_step):
+                slots = np.arange(len(b.indices))
+                batch = {
+                    "images": parallel.put_rows(data.images, b.indices, self.mesh),
+                    "labels": parallel.put_rows(data.labels, b.indices, self.mesh),
+                    "learners": parallel.put_rows(b.learners, slots, self.mesh),
+                    "valid": parallel.put_rows(b.valid, slots, self.mesh),
                 }
+                if data.sizes is not None:
+                    batch["sizes"] = parallel.put_rows(data.sizes, b.indices, self.mesh)
+                yield batch
 
         bar = logs.progress_bar(sampler.steps_per_epoch, f"epoch {epoch}", cfg.progress)
-        pending, history = collections.deque(), []
+        bar.update(start_step)
+        pending = collections.deque()
+        every = cfg.checkpoint.get("every_steps", 0)
+
+        def drain(keep):
+            # Metrics are read a few steps late so the host never waits on the device.
+            while len(pending) > keep:
+                metrics = jax.device_get(pending.popleft())
+                _check_finite(metrics, epoch, len(history))
+                history.append({k: np.asarray(v).tolist() for k, v in metrics.items()})
+
         start = time.time()
         for batch in _prefetch(batches(), size=2):
-            state, metrics = self.train_step(state, batch, slices, masks, rng)
+            state, metrics = self.train_step(state, batch, phase_dev, rng)
             pending.append(metrics)
-            # Read metrics a few steps late so the host never waits on the device.
-            while len(pending) > 2:
-                history.append(jax.device_get(pending.popleft()))
+            drain(keep=2)
             bar.update(1)
             if history and bar.n % cfg.log_every_steps == 0:
-                bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-        history.extend(jax.device_get(list(pending)))
+                seconds = time.time() - start
+                bar.set_postfix(loss=f"{history[-1]['loss']:.4f}",
+                                img_s=f"{(bar.n - start_step) * cfg.data.batch_size / seconds:.0f}")
+            done = len(history) + len(pending)
+            if stop or (every and save_mid_epoch and done % every == 0
+                        and done < sampler.steps_per_epoch):
+                drain(keep=0)
+                if stop:
+                    bar.close()
+                    return state, history, False
+                save_mid_epoch(state, history)
+        drain(keep=0)
         bar.close()
-        seconds = time.time() - start
-        losses = np.array([h["loss"] for h in history])
-        per_learner = np.mean([h["loss_per_learner"] for h in history], axis=0)
-        if not np.all(np.isfinite(losses)):
-            bad = int(np.flatnonzero(~np.isfinite(losses))[0])
-            raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {bad} of the epoch")
-        summary = {
-            "loss": float(losses.mean()),
-            "loss_per_learner": per_learner[:sampler.num_learners].tolist(),
-            "steps": len(history),
-            "images_per_second": len(history) * cfg.data.batch_size / max(seconds, 1e-9),
-            "epoch_seconds": seconds,
-        }
-        return state, summary
+        return state, history, True
+
+
+def _check_finite(metrics, epoch, step):
+    if np.isfinite(metrics["loss"]) and np.all(np.isfinite(metrics["loss_per_learner"])):
+        return
+    bad = np.flatnonzero(~np.isfinite(np.asarray(metrics["loss_per_learner"])))
+    learners = ", ".join(map(str, bad)) if len(bad) else "none (total only)"
+    raise NonFiniteLoss(f"non-finite loss at epoch {epoch}, step {step} of the epoch, "
+                        f"learner(s) {learners}; stopped without saving, so the last "
+                        f"checkpoint is the last good state")
+
+
+def summarise_epoch(history, num_learners, batch_size, seconds):
+    losses = np.array([h["loss"] for h in history])
+    # Mean over the steps in which each learner had terms (round_robin: its own turns).
+    learner_losses = np.array([h["loss_per_learner"] for h in history])
+    active = np.array([np.asarray(h["active_terms"]) > 0 for h in history])
+    per_learner = (learner_losses * active).sum(0) / np.maximum(active.sum(0), 1)
+    summary = {"loss": float(losses.mean()),
+               "loss_per_learner": per_learner[:num_learners].tolist(),
+               "steps": len(history),
+               "images_per_second": len(history) * batch_size / max(seconds, 1e-9)}
+    if "orthogonality" in history[0]:
+        summary["orthogonality"] = float(np.mean([h["orthogonality"] for h in history]))
+    return summary
 
 
 def _prefetch(iterator, size):
@@ -165,12 +279,6 @@ def _prefetch(iterator, size):
             yield queue.popleft()
     while queue:
         yield queue.popleft()
-
-
-def phase_arrays(divide_config, phase, k_max, dim):
-    slices = masks_lib.contiguous_slices(phase.num_learners, k_max, dim)
-    masks = masks_lib.full_embedding_masks(k_max, dim) if phase.full_embedding else slices
-    return slices, masks
 
 
 def chance_recall_at_1(labels) -> float:
@@ -189,74 +297,143 @@ def cluster_stats(labels, assignment, num_learners):
             "removed_images": int((assignment < 0).sum())}
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) -> dict:
     """Trains and evaluates; returns the last epoch's metrics record."""
+    run_guard.check_writable(workdir, create=False)
     # Data first: a missing data set must fail before anything is written.
     datasets = sources.load_dataset(config.data)
-    os.makedirs(workdir, exist_ok=True)
+    run_guard.check_writable(workdir)
+    main = logs.is_main_process()
+    lock = run_guard.WorkdirLock(workdir) if main else contextlib.nullcontext()
+    with lock, run_guard.StopRequest() as stop:
+        run_guard.check_resume_config(workdir, config, allow_config_change)
+        return _run(config, workdir, datasets, stop)
+
+
+def _run(config, workdir, datasets, stop):
     mesh = parallel.make_mesh()
     trainer = Trainer(config, datasets, mesh)
     writer = logs.MetricsWriter(workdir)
-    if logs.is_main_process():
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-
+    board = logs.Board(workdir)
     rng = jax.random.key(config.seed)
     init_rng, train_rng, cluster_rng = jax.random.split(rng, 3)
     state = trainer.init_state(init_rng)
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                        keep=config.checkpoint.keep)
-    restored = ckpt.restore_latest(state, len(trainer.train_set.labels))
+    restored = ckpt.restore_latest(state, len(trainer.train_set))
+    if logs.is_main_process():
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    carry = None
     if restored is None:
         start_epoch, assignment = 0, None
-        slices0, _ = phase_arrays(config.divide, schedule.phase(config.divide, 0),
-                                  trainer.k_max, trainer.dim)
-        record = {"epoch": -1, **trainer.evaluate(state, slices0),
-                  "chance_recall@1": chance_recall_at_1(trainer.test_set.labels)}
+        slices0 = phase_arrays(config, schedule.phase(config.divide, 0))["slices"]
+        record = {"epoch": -1, **trainer.evaluate(state, slices0)}
+        if "test" in datasets:
+            record["chance_recall@1"] = chance_recall_at_1(datasets["test"].labels)
         writer.write(record)
-        logs.say(f"{len(trainer.train_set.labels)} training images of "
-                 f"{len(np.unique(trainer.train_set.labels))} classes; test on "
-                 f"{len(trainer.test_set.labels)} images of "
-                 f"{len(np.unique(trainer.test_set.labels))} unseen classes; "
-                 f"chance R@1 {100 * record['chance_recall@1']:.2f}")
+        board.write(record)
+        logs.say(_data_line(datasets, record))
         logs.say(_summary_line(record, "untrained"))
     else:
-        state, assignment, last_epoch = restored
-        start_epoch = last_epoch + 1
-        writer.truncate_after(last_epoch)
-        logs.say(f"resumed {workdir} after epoch {last_epoch}")
+        state, assignment, meta = restored
+        if meta["complete"]:
+            start_epoch = meta["epoch"] + 1
+            logs.say(f"resumed {workdir} after epoch {meta['epoch']}")
+        else:
+            start_epoch, carry = meta["epoch"], meta
+            logs.say(f"resumed {workdir} in epoch {meta['epoch']} at step "
+                     f"{meta['step_in_epoch']}")
+        writer.truncate_after(start_epoch - 1)
 
     record = {}
     for epoch in range(start_epoch, config.num_epochs):
         phase = schedule.phase(config.divide, epoch)
-        slices, masks = phase_arrays(config.divide, phase, trainer.k_max, trainer.dim)
-        record = {"epoch": epoch, "num_learners": phase.num_learners,
-                  "full_embedding": phase.full_embedding}
-        if assignment is None or schedule.needs_new_assignment(config.divide, epoch):
-            t0 = time.time()
-            previous = assignment if assignment is not None and not phase.whole_dataset else None
-            assignment, info = trainer.cluster(state, slices, phase.num_learners, previous,
-                                               jax.random.fold_in(cluster_rng, epoch))
-            stats = cluster_stats(trainer.train_set.labels, assignment, phase.num_learners)
-            record.update(info, **stats, recluster_seconds=time.time() - t0)
-            logs.say(f"{'':>10}  clusters: {stats['cluster_sizes']} images, "
-                     f"{stats['cluster_classes']} classes, {stats['removed_images']} singletons "
-                     f"set aside ({record['recluster_seconds']:.1f} s)")
+        arrays = phase_arrays(config, phase)
+        if carry is not None:
+            record, history, start_step = carry["record"], carry["history"], carry["step_in_epoch"]
+            carry = None
+        else:
+            record = {"epoch": epoch, "num_learners": phase.num_learners,
+                      "full_embedding": phase.full_embedding,
+                      "backbone_frozen": phase.freeze_backbone}
+            history, start_step = [], 0
+            if assignment is None or schedule.needs_new_assignment(config.divide, epoch):
+                t0 = time.time()
+                if phase.split and "masks" in state.params:
+                    state = _grow_masks(trainer, state, phase.num_learners // 2)
+                previous = None if assignment is None or phase.whole_dataset else assignment
+                assignment, info = trainer.cluster(state, arrays["slices"], phase, previous,
+                                                   jax.random.fold_in(cluster_rng, epoch))
+                stats = cluster_stats(trainer.train_set.labels, assignment, phase.num_learners)
+                record.update(info, **stats, recluster_seconds=time.time() - t0)
+                logs.say(f"{'':>10}  clusters: {stats['cluster_sizes']} images, "
+                         f"{stats['cluster_classes']} classes, {stats['removed_images']} "
+                         f"singletons set aside ({record['recluster_seconds']:.1f} s)")
+        state = state.replace(opt_state=optim.set_learning_rates(
+            state.opt_state, group_learning_rates(config, phase, trainer.base_rates)))
         sampler = sampler_lib.make_sampler(
             config.divide.learner_schedule, trainer.train_set.labels, assignment,
             phase.num_learners, config.data.batch_size, config.data.samples_per_class,
             config.seed)
-        state, summary = trainer.train_epoch(state, sampler, epoch, slices, masks, train_rng)
-        record.update(summary)
+
+        def save_mid_epoch(state_, history_, epoch=epoch, record=record, assignment=assignment):
+            ckpt.save(state_, assignment, {"epoch": epoch, "complete": False,
+                                           "step_in_epoch": len(history_),
+                                           "record": record, "history": history_})
+
+        t0 = time.time()
+        state, history, finished = trainer.train_epoch(
+            state, sampler, epoch, arrays, train_rng, start_step=start_step, history=history,
+            stop=stop, save_mid_epoch=save_mid_epoch)
+        if not finished:
+            save_mid_epoch(state, history)
+            ckpt.wait()
+            logs.say(f"stopped by {stop.signal} in epoch {epoch} after step {len(history)}; "
+                     f"saved. Run the same command to resume.")
+            return record
+        record.update(summarise_epoch(history, phase.num_learners, config.data.batch_size,
+                                      time.time() - t0))
         if (epoch + 1) % config.eval.every_epochs == 0 or epoch == config.num_epochs - 1:
-            record.update(trainer.evaluate(state, slices))
+            record.update(trainer.evaluate(state, arrays["slices"]))
         writer.write(record)
+        board.write(record)
         logs.say(_summary_line(record, f"epoch {epoch}"))
+        if logs.is_main_process():
+            plots.plot_run(writer.read(), workdir)
         if (epoch + 1) % config.checkpoint.every_epochs == 0 or epoch == config.num_epochs - 1:
-            ckpt.save(epoch, state, assignment)
+            ckpt.save(state, assignment, {"epoch": epoch, "complete": True})
+        if stop:
+            ckpt.save(state, assignment, {"epoch": epoch, "complete": True})
+            ckpt.wait()
+            logs.say(f"stopped by {stop.signal} after epoch {epoch}; saved. Run the same "
+                     f"command to resume.")
+            return record
     ckpt.wait()
+    board.close()
     _final_summary(writer, workdir)
     return record
+
+
+def _grow_masks(trainer, state, num_learners):
+    """PAMI doubling: children 2c, 2c+1 copy parent c's mask; the mask moments start fresh."""
+    params = dict(state.params)
+    params["masks"] = masks_lib.grow(params["masks"], num_learners)
+    opt_state = optim.reset_group(state.opt_state, trainer.optimizer, params, "masks")
+    return parallel.put_replicated(state.replace(params=params, opt_state=opt_state),
+                                   trainer.mesh)
+
+
+def _data_line(datasets, record):
+    train = datasets["train"]
+    held_out = ", ".join(f"{name} {len(s)} images of {len(np.unique(s.labels))} classes"
+                         for name, s in datasets.items() if name != "train")
+    line = (f"{len(train)} training images of {len(np.unique(train.labels))} classes; "
+            f"held-out: {held_out}")
+    if "chance_recall@1" in record:
+        line += f"; chance R@1 {100 * record['chance_recall@1']:.2f}"
+    return line
 
 
 def _final_summary(writer, workdir):
@@ -266,9 +443,10 @@ def _final_summary(writer, workdir):
                 None)
     if start is None or last is None:
         return
+    chance = (f", chance {100 * start['chance_recall@1']:.2f}"
+              if "chance_recall@1" in start else "")
     logs.say(f"final (epoch {last['epoch']}): R@1 {100 * last['recall@1']:.2f} on unseen classes; "
-             f"untrained {100 * start['recall@1']:.2f}, chance "
-             f"{100 * start['chance_recall@1']:.2f}. Metrics: "
+             f"untrained {100 * start['recall@1']:.2f}{chance}. Metrics: "
              f"{os.path.join(workdir, 'metrics.jsonl')}")
 
 

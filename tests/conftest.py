@@ -1,7 +1,17 @@
-"""Test-wide settings: CPU only, no network, small XLA thread pools."""
+"""Test-wide settings: CPU only, no network, and a shared XLA compilation cache.
+
+Many tests build a fresh trainer (new jitted closures) for the same tiny shapes; JAX's
+persistent compilation cache lets them, and the command-line runs in subprocesses, reuse the
+compiled programs instead of compiling each again.
+"""
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Never let a test reach a hub or a data set download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TFDS_DISABLE_DOWNLOAD", "1")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "dnc_jax-test-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

@@ -45,7 +45,11 @@ def test_train_and_evaluate_writes_metrics_and_resumes_exactly(tmp_path, cache_d
         assert r["num_learners"] == 2 and np.isfinite(r["loss"]) and r["steps"] > 0
         assert len(r["cluster_sizes"]) == 2 and min(r["cluster_sizes"]) > 0
         assert 0 <= r["recall@1"] <= r["recall@2"] <= r["recall@4"] <= r["recall@8"] <= 1
-    assert os.path.isdir(tmp_path / "full" / "checkpoints" / "2")
+    saved = [d for d in os.listdir(tmp_path / "full" / "checkpoints") if d.isdigit()]
+    assert saved, "no checkpoint written"
+    for name in ("recall.png", "loss.png", "clusters.png"):
+        assert os.path.getsize(tmp_path / "full" / name) > 1000
+    assert os.listdir(tmp_path / "full" / "tensorboard")
 
     # The resumed run continues from epoch 2 with the same result as the uninterrupted one.
     assert [r["epoch"] for r in first] == [-1, 0, 1]
@@ -78,3 +82,13 @@ def test_sop_without_data_fails_with_one_clear_line(tmp_path, root, expected):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("dnc_jax: Stanford Online Products") and expected in last
     assert not workdir.exists()  # nothing written for a run that could not start
+
+
+def test_round_robin_schedule_trains_one_learner_per_step(tmp_path, cache_dir):
+    config = _config(cache_dir, 1)
+    config.divide.learner_schedule = "round_robin"
+    record = train.train_and_evaluate(config, str(tmp_path))
+    joint = train.train_and_evaluate(_config(cache_dir, 1), str(tmp_path / "joint"))
+    # One optimiser step per learner batch: about K times the joint schedule's steps.
+    assert record["steps"] > joint["steps"]
+    assert np.isfinite(record["loss"]) and all(x > 0 for x in record["loss_per_learner"])
