@@ -33,6 +33,7 @@ def get_config():
                                     # ~/tensorflow_datasets); never downloaded
     config.data.cache_dir = "~/.cache/dnc_jax"  # decoded uint8 images are cached here
     config.data.image_size = 256   # side S of the cached S x S uint8 images
+    config.data.skip_bad_images = False  # skip corrupt/truncated images (warned) instead of failing
     config.data.batch_size = 80    # global batch (all devices, all learners together)
     config.data.samples_per_class = 4  # M images per class in a batch (P = batch / M classes)
     config.data.eval_batch_size = 256  # images per embedding step at evaluation/clustering
@@ -110,6 +111,10 @@ def get_config():
     config.eval.recall_ks = (1, 2, 4, 8)   # Recall@K reported on the test classes
     config.eval.every_epochs = 1           # evaluate on the test split every this many epochs
     config.eval.block_size = 1024          # queries per blocked similarity matmul
+    config.eval.map_at_r = True            # also MAP@R, R-precision and the PAMI code's mARP
+    config.eval.nmi = False                # also NMI (k-means with one cluster per test class;
+                                           # costly on SOP: 11k clusters)
+    config.eval.nmi_seeds = (0,)           # one k-means per seed; mean (and std) reported
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.keep = 2             # most recent checkpoints kept

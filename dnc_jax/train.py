@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import time
 
@@ -33,7 +34,7 @@ from dnc_jax.divide import masks as masks_lib
 from dnc_jax.divide import matching
 from dnc_jax.divide import recluster
 from dnc_jax.divide import schedule
-from dnc_jax.evaluation import retrieval
+from dnc_jax.evaluation import protocols
 from dnc_jax.losses import init_loss_params, loss_learning_rates, make_loss
 from dnc_jax.models.embedder import make_embedder
 from dnc_jax.models.variables import initial_variables
@@ -140,21 +141,30 @@ class Trainer:
                 outs[k].append(v)
         return {k: jnp.concatenate(v)[:n] for k, v in outs.items()}
 
-    def evaluate(self, state, slices):
-        """Recall@K on the held-out classes: leave-one-out over 'test', or 'query' against
-        'gallery' (In-shop)."""
-        ks, block = tuple(self.config.eval.recall_ks), self.config.eval.block_size
-        if "test" in self.datasets:
-            test = self.datasets["test"]
-            emb = self.embed(state, test, slices)["embedding"]
-            recall = retrieval.recall_at_k(emb, test.labels, ks=ks, block_size=block)
+    def evaluate(self, state, slices, full_protocol: bool = False):
+        """Metrics on the held-out classes.
+
+        During training: leave-one-out over 'test', or 'query' against 'gallery' (In-shop), at
+        `eval.recall_ks`. With `full_protocol`, the data set's whole protocol (e.g. VehicleID's
+        three lists, both ways) with its own cut-offs (`dnc_jax.evaluation.protocols`).
+        """
+        cfg = self.config
+        names = [n for n in self.datasets if n != "train"]
+        if not full_protocol:
+            names = ["test"] if "test" in self.datasets else ["query", "gallery"]
+        splits = {n: protocols.EmbeddedSplit(self.embed(state, self.datasets[n], slices)[
+            "embedding"], self.datasets[n].labels) for n in names}
+        if full_protocol:
+            name = protocols.protocol_for_dataset(cfg.data.name, cfg.data.get("tfds_name", ""),
+                                                  names)
+            ks = None
         else:
-            query, gallery = self.datasets["query"], self.datasets["gallery"]
-            recall = retrieval.recall_at_k(
-                self.embed(state, query, slices)["embedding"], query.labels,
-                self.embed(state, gallery, slices)["embedding"], gallery.labels,
-                ks=ks, block_size=block)
-        return {f"recall@{k}": v for k, v in recall.items()}
+            name = "loo" if "test" in splits else "query_gallery"
+            ks = tuple(cfg.eval.recall_ks)
+        result = protocols.evaluate(
+            name, splits, ks=ks, map_at_r=cfg.eval.map_at_r, nmi=cfg.eval.nmi,
+            nmi_seeds=tuple(cfg.eval.nmi_seeds), block_size=cfg.eval.block_size, mesh=self.mesh)
+        return result.metrics if not full_protocol else result
 
     # -- clustering ------------------------------------------------------------------------
     def cluster(self, state, slices, phase, previous, rng):
@@ -437,17 +447,31 @@ def _data_line(datasets, record):
 
 
 def _final_summary(writer, workdir):
+    """The last epoch's metrics (the number to report) and, labelled as model selection on the
+    test set, the best epoch's; also written to WORKDIR/summary.json."""
     records = writer.read()
     start = next((r for r in records if r.get("epoch") == -1), None)
-    last = next((r for r in reversed(records) if "recall@1" in r and r.get("epoch", -1) >= 0),
-                None)
-    if start is None or last is None:
+    evaluated = [r for r in records if "recall@1" in r and r.get("epoch", -1) >= 0]
+    if start is None or not evaluated:
         return
+    last = evaluated[-1]
+    best = max(evaluated, key=lambda r: r["recall@1"])
+    metric_keys = [k for k in last if k.startswith(("recall@", "map@r", "r_precision", "nmi",
+                                                    "marp"))]
+    summary = {"last_epoch": {"epoch": last["epoch"], **{k: last[k] for k in metric_keys}},
+               "best_epoch_selected_on_test": {"epoch": best["epoch"],
+                                               **{k: best[k] for k in metric_keys}},
+               "untrained": {k: start[k] for k in metric_keys if k in start}}
+    if logs.is_main_process():
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
     chance = (f", chance {100 * start['chance_recall@1']:.2f}"
               if "chance_recall@1" in start else "")
     logs.say(f"final (epoch {last['epoch']}): R@1 {100 * last['recall@1']:.2f} on unseen classes; "
              f"untrained {100 * start['recall@1']:.2f}{chance}. Metrics: "
              f"{os.path.join(workdir, 'metrics.jsonl')}")
+    logs.say(f"best epoch {best['epoch']}: R@1 {100 * best['recall@1']:.2f} (selected on the "
+             f"test set: not a fair number to report)")
 
 
 def _summary_line(record, label):

@@ -51,6 +51,17 @@ def test_train_and_evaluate_writes_metrics_and_resumes_exactly(tmp_path, cache_d
         assert os.path.getsize(tmp_path / "full" / name) > 1000
     assert os.listdir(tmp_path / "full" / "tensorboard")
 
+    # Re-evaluating the saved run gives the last epoch's numbers, with the full protocol.
+    from dnc_jax import evaluate
+
+    result, meta = evaluate.evaluate_run(str(tmp_path / "full"))
+    assert meta["epoch"] == 2 and meta["complete"]
+    assert result.metrics["recall@1"] == pytest.approx(records[-1]["recall@1"], abs=1e-9)
+    assert "map@r" in result.metrics and "leave-one-out" in result.protocol.lower()
+    summary = json.load(open(tmp_path / "full" / "summary.json"))
+    assert summary["last_epoch"]["epoch"] == 2
+    assert "best_epoch_selected_on_test" in summary
+
     # The resumed run continues from epoch 2 with the same result as the uninterrupted one.
     assert [r["epoch"] for r in first] == [-1, 0, 1]
     assert [r["epoch"] for r in _records(tmp_path / "split")] == [-1, 0, 1, 2]

@@ -55,7 +55,7 @@ def fake_decode(monkeypatch):
     """Decodes with PIL in-process instead of the cache (parsing is what these tests check)."""
     calls = []
 
-    def decode(files, size, cache_dir, name):
+    def decode(files, size, cache_dir, name, skip_bad=False):
         calls.append(name)
         images = np.zeros((len(files), size, size, 3), np.uint8)
         sizes = np.zeros((len(files), 2), np.int32)

@@ -33,9 +33,15 @@ Robustness:
   checkpointed (images fsynced first) every CHECKPOINT_EVERY images and on any exit; a restart
   decodes only the rows not marked done. The final files are renamed into place only once every
   row is done, so a half-written cache is never read as complete.
-- An undecodable file raises `DataError` naming it, after the other rows are decoded and
-  checkpointed, so that every bad file is reported at once and a transient failure (a network
-  filesystem hiccup) resumes. Fixing or dropping a file changes the key: a new build.
+- An undecodable file (corrupt, truncated: PIL's lazy loading is forced to the end of the data)
+  raises `DataError` naming it, after the other rows are decoded and checkpointed, so that
+  every bad file is reported at once and a transient failure (a network filesystem hiccup)
+  resumes. Fixing or dropping a file changes the key: a new build.
+- With `skip_bad=True` (`data.skip_bad_images`) the failed rows are retried once in this
+  process, then the cache is completed without them: their rows stay zero with original size
+  (0, 0), which no decodable image has, so `bad_rows(sizes)` finds them in any later load. The
+  key does not depend on `skip_bad`: a cache completed that way, loaded with `skip_bad=False`,
+  raises the same DataError naming the bad files.
 - Builds left behind under old keys are not deleted; clear `cache_dir` by hand.
 
 Multi-host: a cache on a shared filesystem works once built; build it from one process (e.g.
@@ -60,6 +66,7 @@ FORMAT_VERSION = 1       # bump when the decoding or resizing changes
 DEFAULT_SIZE = 256       # cache side S; see the module docstring
 CHECKPOINT_EVERY = 256   # images between two saves of the done bitmap
 _MAX_NAMED_FAILURES = 5  # bad files named in the DataError message
+SKIP_HINT = "set --config.data.skip_bad_images=True to skip undecodable images"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,9 +107,14 @@ def cache_paths(files: list[str], size: int, cache_dir: str, name: str) -> Cache
 
 
 def decode_image(path: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """uint8 [size, size, 3] and the original (height, width); DataError if undecodable."""
-    from PIL import Image
+    """uint8 [size, size, 3] and the original (height, width); DataError if undecodable,
+    truncated files included."""
+    from PIL import Image, ImageFile
 
+    # PIL decodes lazily and, with this flag set (some libraries set it globally), silently pads
+    # a truncated file with grey; cleared, convert()'s load() raises "image file is truncated".
+    load_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
@@ -110,6 +122,13 @@ def decode_image(path: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
             return np.asarray(resized, np.uint8), (im.height, im.width)
     except Exception as e:  # corrupt files raise a zoo in PIL: OSError, SyntaxError, EOFError...
         raise DataError(f"cannot decode image {path}: {type(e).__name__}: {e}") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
+
+
+def bad_rows(sizes: np.ndarray) -> np.ndarray:
+    """int64 rows of a cache built with `skip_bad=True` whose file could not be decoded."""
+    return np.flatnonzero(np.asarray(sizes)[:, 0] == 0)
 
 
 # Worker side: each process maps the partial images file once and writes its rows itself, so
@@ -239,13 +258,14 @@ def _decode_missing(files, size, paths, sizes, done, workers, progress, name):
 
 
 def decode_cached(files: list[str], size: int, cache_dir: str, name: str,
-                  workers: int | None = None,
-                  progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                  workers: int | None = None, progress: bool = True,
+                  skip_bad: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N, size, size, 3] memory-mapped read-only, sizes int32 [N, 2] original
     (height, width)), built once under `cache_dir` and reused while the files are unchanged.
 
     `workers` decoding processes (default os.cpu_count(); 1 decodes in this process). The
-    progress bar goes to stderr. Raises DataError for a missing or undecodable file.
+    progress bar goes to stderr. Raises DataError for a missing file, and for an undecodable
+    one unless `skip_bad`: then its row is zero with size (0, 0) (see `bad_rows`).
     """
     if not files:
         return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 2), np.int32)
@@ -253,20 +273,48 @@ def decode_cached(files: list[str], size: int, cache_dir: str, name: str,
     os.makedirs(cache_dir, exist_ok=True)
     paths = cache_paths(files, size, cache_dir, name)
     if not (os.path.exists(paths.images) and os.path.exists(paths.sizes)):
-        _build(files, size, paths, workers or os.cpu_count() or 1, progress, name)
-    return np.load(paths.images, mmap_mode="r"), np.load(paths.sizes)
+        _build(files, size, paths, workers or os.cpu_count() or 1, progress, name, skip_bad)
+    sizes = np.load(paths.sizes)
+    bad = bad_rows(sizes)
+    if len(bad) and not skip_bad:  # completed earlier with skip_bad=True
+        raise _undecodable_error(name, [_reason(files[i], size, paths)
+                                        for i in bad[:_MAX_NAMED_FAILURES]], len(bad),
+                                 f"the cache {paths.images} was completed without them")
+    return np.load(paths.images, mmap_mode="r"), sizes
 
 
-def _build(files, size, paths, workers, progress, name):
+def _reason(path, size, paths) -> str:
+    """Why `path` failed, decoding it again (only for an error message: a few files)."""
+    try:
+        decode_image(path, size)
+    except DataError as e:
+        return str(e)
+    return (f"{path} decodes now but did not when {paths.images} was built (delete that file "
+            f"to decode again)")
+
+
+def _undecodable_error(name, reasons, count, kept) -> DataError:
+    more = count - len(reasons)
+    return DataError(f"{count} image(s) of '{name}' cannot be decoded: {'; '.join(reasons)}"
+                     + (f" (and {more} more)" if more > 0 else "")
+                     + f"; {kept}. Fix or remove them, or {SKIP_HINT}")
+
+
+def _build(files, size, paths, workers, progress, name, skip_bad=False):
     sizes, done = _open_partial(paths, len(files), size)
     failures = _decode_missing(files, size, paths, sizes, done, workers, progress, name)
+    if failures and skip_bad:
+        # Once more, in this process: a transient read error must not drop a good image.
+        failures = _decode_missing(files, size, paths, sizes, done, 1, False, name)
+    if failures and not skip_bad:
+        raise _undecodable_error(name, failures[:_MAX_NAMED_FAILURES], len(failures),
+                                 f"the {int(done.sum())} decoded rows are kept in "
+                                 f"{paths.images_partial}")
     if failures:
-        named = "; ".join(failures[:_MAX_NAMED_FAILURES])
-        more = len(failures) - _MAX_NAMED_FAILURES
-        raise DataError(f"{len(failures)} image(s) of '{name}' cannot be decoded: {named}"
-                        + (f" (and {more} more)" if more > 0 else "")
-                        + f". The {int(done.sum())} decoded rows are kept in "
-                          f"{paths.images_partial}.")
+        # The (0, 0) size marks a bad row; a row decoded before a kill but never marked done
+        # may hold a stale size.
+        sizes[~done] = 0
+        sizes.flush()
     del sizes  # unmap before renaming
     os.replace(paths.sizes_partial, paths.sizes)
     os.replace(paths.images_partial, paths.images)  # last: its presence marks completeness

@@ -1,5 +1,6 @@
 """A split as a list of image files, the helpers every file-based source shares, and the step
-that turns such a list into an ImageSet through the decode-once cache (`cache.py`).
+that turns such a list into an ImageSet through the decode-once cache (`cache.py`), leaving out
+the images that cannot be decoded when `data.skip_bad_images` allows it.
 
 Parsers (`benchmarks.py`, `custom.py`, `tfds_source.py`) only read lists and folders and return
 ImageLists; nothing here decodes an image, so parsing is tested without pixels.
@@ -14,7 +15,7 @@ import numpy as np
 from absl import logging
 
 from dnc_jax.data.errors import DataError
-from dnc_jax.data.image_set import ImageSet
+from dnc_jax.data.image_set import ImageSet, SelectedRows
 
 # What torchvision's ImageFolder accepts (the CUB loader of the official code is an ImageFolder).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -106,16 +107,64 @@ def warn_unofficial_counts(title: str, lists: dict[str, ImageList],
 
 
 def to_image_set(image_list: ImageList, data_config, name: str) -> ImageSet:
-    """Decodes (once, cached) the list's images to uint8 S x S rows with their original sizes."""
+    """Decodes (once, cached) the list's images to uint8 S x S rows with their original sizes.
+
+    With `data.skip_bad_images` the rows of undecodable files are kept, with size (0, 0)
+    (`undecodable_rows`), for `without_rows` to drop; otherwise such a file is a DataError.
+    """
     images, sizes = _decode(list(image_list.paths), data_config.image_size,
-                            os.path.expanduser(data_config.cache_dir), name)
+                            os.path.expanduser(data_config.cache_dir), name,
+                            bool(data_config.get("skip_bad_images", False)))
     return ImageSet(images=images, labels=np.asarray(image_list.labels, np.int32),
                     class_names=list(image_list.class_names), sizes=sizes,
                     paths=list(image_list.paths))
 
 
-def _decode(files, size, cache_dir, name):
+def undecodable_rows(image_set: ImageSet) -> np.ndarray:
+    """Rows whose file could not be decoded: original size (0, 0), which no image has."""
+    from dnc_jax.data.cache import bad_rows
+
+    if image_set.sizes is None or not len(image_set.sizes):
+        return np.zeros(0, np.int64)
+    return bad_rows(image_set.sizes)
+
+
+def without_rows(image_sets: dict[str, ImageSet], drop: dict[str, np.ndarray],
+                 shared: Sequence[Sequence[str]] = ()) -> dict[str, ImageSet]:
+    """The splits without the rows `drop[split]`, images, labels, sizes and paths alike.
+
+    A class left without an image disappears and labels are made contiguous again. Splits named
+    together in `shared` (In-shop's query and gallery) share one label space: it keeps the
+    classes still present in any of them, so their labels still compare. The splits of a label
+    space that loses no row are returned as they are.
+    """
+    groups = [[s for s in group if s in image_sets] for group in shared]
+    groups = [g for g in groups if g]
+    grouped = {s for g in groups for s in g}
+    groups += [[s] for s in image_sets if s not in grouped]
+    out = {}
+    for group in groups:
+        if not any(len(drop.get(s, ())) for s in group):
+            out.update({s: image_sets[s] for s in group})
+            continue
+        keep = {s: np.setdiff1d(np.arange(len(image_sets[s])), drop.get(s, ())) for s in group}
+        class_names = image_sets[group[0]].class_names
+        present = np.unique(np.concatenate(
+            [image_sets[s].labels[keep[s]] for s in group])).astype(np.int64)
+        new_label = np.full(len(class_names), -1, np.int32)
+        new_label[present] = np.arange(len(present), dtype=np.int32)
+        for s in group:
+            old, rows = image_sets[s], keep[s]
+            out[s] = ImageSet(
+                images=SelectedRows(old.images, rows), labels=new_label[old.labels[rows]],
+                class_names=[class_names[c] for c in present],
+                sizes=None if old.sizes is None else np.asarray(old.sizes)[rows],
+                paths=None if old.paths is None else [old.paths[i] for i in rows])
+    return {s: out[s] for s in image_sets}
+
+
+def _decode(files, size, cache_dir, name, skip_bad=False):
     # Imported here: the cache pulls in multiprocessing machinery parsers never need.
     from dnc_jax.data.cache import decode_cached
 
-    return decode_cached(files, size, cache_dir, name)
+    return decode_cached(files, size, cache_dir, name, skip_bad=skip_bad)

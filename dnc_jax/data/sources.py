@@ -8,20 +8,30 @@ vehicleid gives 'test_small', 'test_medium', 'test_large' and 'test', the one of
 
 `ImageSet.images` is an array-like of uint8 [N, S, S, 3] rows (in memory or memory-mapped);
 training only ever gathers rows of it by index.
+
+Bad input: a corrupt or truncated image is a DataError naming it, or, with
+`data.skip_bad_images=True`, is left out of its split with one warning line for the whole data
+set (`_drop_undecodable`); a class left without an image then disappears. An empty split (none
+listed, or none left) is a one-line DataError naming it. A class of a single image is kept: the
+sampler sets such images aside per cluster.
 """
 from __future__ import annotations
 
 import os
 
+from absl import logging
+
 from dnc_jax.data import benchmarks, custom
 from dnc_jax.data.errors import DataError
 from dnc_jax.data.glyphs import load_glyphs
-from dnc_jax.data.image_lists import ImageList, to_image_set
+from dnc_jax.data.image_lists import ImageList, to_image_set, undecodable_rows, without_rows
 from dnc_jax.data.image_set import ImageSet
 
 __all__ = ["DataError", "ImageSet", "load_dataset", "NAMES"]
 
 VEHICLEID_TESTS = ("small", "medium", "large")
+SHARED_LABEL_SPACES = (("query", "gallery"),)  # splits whose labels compare with each other
+_NAMED_SKIPPED = 3  # undecodable files named in the warning line
 
 
 def _glyphs(data_config):
@@ -33,9 +43,42 @@ def _glyphs(data_config):
         max_classes=None if g.max_classes < 0 else g.max_classes)
 
 
+def _data_set(data_config) -> str:
+    """The data set and the config key that locates it, for error messages."""
+    if data_config.name == "tfds":
+        return f"data set 'tfds' (--config.data.tfds_name={data_config.tfds_name})"
+    return f"data set '{data_config.name}' (--config.data.root={data_config.root})"
+
+
 def _decode_all(lists: dict[str, ImageList], data_config, prefix: str) -> dict[str, ImageSet]:
-    return {split: to_image_set(lst, data_config, f"{prefix}-{split}")
+    for split, image_list in lists.items():  # before decoding the others for nothing
+        if not len(image_list):
+            raise DataError(f"the '{split}' split of {_data_set(data_config)} is empty: no "
+                            f"image listed for it")
+    sets = {split: to_image_set(lst, data_config, f"{prefix}-{split}")
             for split, lst in lists.items()}
+    return _drop_undecodable(sets, data_config)
+
+
+def _drop_undecodable(sets: dict[str, ImageSet], data_config) -> dict[str, ImageSet]:
+    """The splits without the images the cache could not decode (only present with
+    data.skip_bad_images=True), after one warning line counting them per split."""
+    bad = {split: undecodable_rows(s) for split, s in sets.items()}
+    if not any(len(rows) for rows in bad.values()):
+        return sets
+    named = [sets[split].paths[i] for split, rows in bad.items() for i in rows]
+    counts = ", ".join(f"{split} {len(rows):,}" for split, rows in bad.items() if len(rows))
+    more = len(named) - _NAMED_SKIPPED
+    logging.warning("skipped %s undecodable image(s) (data.skip_bad_images=True): %s; %s%s",
+                    f"{len(named):,}", counts, ", ".join(named[:_NAMED_SKIPPED]),
+                    f" and {more:,} more" if more > 0 else "")
+    sets = without_rows(sets, bad, SHARED_LABEL_SPACES)
+    for split, s in sets.items():
+        if not len(s):
+            raise DataError(f"the '{split}' split of {_data_set(data_config)} is empty: all "
+                            f"{len(bad[split]):,} of its images are undecodable (skipped by "
+                            f"data.skip_bad_images)")
+    return sets
 
 
 def _benchmark(parse):
