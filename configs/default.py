@@ -64,17 +64,42 @@ def get_config():
     config.model.pretrained = "timm/resnet50.tv_in1k"
 
     config.loss = ml_collections.ConfigDict()
-    config.loss.name = "margin"           # base loss each learner applies to its cluster
-    config.loss.margin = 0.2              # alpha
-    config.loss.beta = 1.2                # beta (fixed, as in both official runs)
-    config.loss.cutoff = 0.5              # distance-weighted sampling: distances clamped below
-    config.loss.nonzero_loss_cutoff = 1.4  # negatives farther than this cannot give a loss
+    config.loss.name = "margin"       # base loss each learner applies to its cluster: margin |
+                                      # triplet | contrastive | multi_similarity | proxy_anchor |
+                                      # normalized_softmax | npairs
+    config.loss.miner = "distance_weighted"  # margin/triplet miner: distance_weighted |
+                                      # easy_peasy (CVPR code) | semi_hard | batch_hard | all
+    config.loss.negatives_per_anchor = 0  # distance_weighted/easy_peasy k; 0 = M - 1 (official)
+    config.loss.cutoff = 0.5          # distances clamped below this (distance_weighted) or never
+                                      # a negative (easy_peasy)
+    config.loss.nonzero_loss_cutoff = 1.4  # distance_weighted: farther negatives get weight 1e-6
+    config.loss.easy_peasy_strict = True  # too few valid negatives: drop the penalised picks
+                                      # (False reproduces the official code's fill-in)
+    config.loss.margin = 0.2          # alpha of the margin loss; the triplet margin
+    config.loss.beta = 1.2            # beta, or its initial value when learnable
+    config.loss.beta_mode = "fixed"   # fixed (both official runs) | global | per_class
+    config.loss.nu = 0.0              # weight of the L1 penalty on the betas used
+    config.loss.soft = False          # triplet: softplus(d_ap - d_an) instead of the hinge
+    config.loss.triplet_average = "auto"  # triplet: average over 'nonzero' or 'valid' triplets
+    config.loss.pos_margin = 0.0      # contrastive: relu(d - pos_margin)^2 for positives
+    config.loss.neg_margin = 1.0      # contrastive: relu(neg_margin - d)^2 for negatives
+    config.loss.ms_alpha = 2.0        # multi-similarity alpha
+    config.loss.ms_beta = 50.0        # multi-similarity beta
+    config.loss.ms_lambda = 0.5       # multi-similarity lambda (the authors' code value)
+    config.loss.ms_epsilon = 0.1      # multi-similarity pair-mining margin
+    config.loss.proxy_alpha = 32.0    # proxy-anchor alpha
+    config.loss.proxy_delta = 0.1     # proxy-anchor delta
+    config.loss.temperature = 0.05    # normalised softmax temperature
+    config.loss.npairs_alpha = 1.0    # npairs initial scale
+    config.loss.beta_learning_rate = 5e-4   # Adam lr of learnable betas (no weight decay)
+    config.loss.proxy_learning_rate = 1e-3  # Adam lr of proxies (100 x the head's)
+    config.loss.alpha_learning_rate = 1.0   # Adam lr of the npairs scale (PAMI --lr-alpha)
 
     config.optim = ml_collections.ConfigDict()
     for group in ("backbone", "head"):     # Adam with coupled L2 weight decay per group
         config.optim[group] = ml_collections.ConfigDict()
-        config.optim[group].learning_rate = 1e-5
-        config.optim[group].weight_decay = 1e-4
+        config.optim[group].learning_rate = 1e-5  # Adam learning rate (both official repos)
+        config.optim[group].weight_decay = 1e-4   # coupled L2 (CVPR and PAMI README: 1e-4)
     config.optim.masks = ml_collections.ConfigDict()  # PAMI learned masks (divide.masks='learned')
     config.optim.masks.learning_rate = 1e-3  # PAMI README: base lr 1e-5 x mask_lr_mult 100
     config.optim.masks.weight_decay = 1e-4   # PAMI README: mask_wd_mult 1 x 1e-4

@@ -103,3 +103,17 @@ def test_round_robin_schedule_trains_one_learner_per_step(tmp_path, cache_dir):
     # One optimiser step per learner batch: about K times the joint schedule's steps.
     assert record["steps"] > joint["steps"]
     assert np.isfinite(record["loss"]) and all(x > 0 for x in record["loss_per_learner"])
+
+
+def test_pami_schedule_splits_clusters_and_grows_learned_masks(tmp_path, cache_dir):
+    config = _config(cache_dir, 2)
+    config.divide.schedule = "pami"
+    config.divide.recluster_every = 1     # K = 1 at epoch 0, split into 2 at epoch 1
+    config.divide.freeze_epochs = 1
+    config.divide.masks = "learned"
+    config.divide.split_trials = 3
+    train.train_and_evaluate(config, str(tmp_path))
+    records = _records(tmp_path)
+    assert [r.get("num_learners") for r in records[1:]] == [1, 2]
+    assert records[2]["split_rejected"] in (0, 1) and len(records[2]["cluster_sizes"]) == 2
+    assert records[1]["backbone_frozen"] and 0 <= records[2]["orthogonality"] <= 1

@@ -1,0 +1,160 @@
+"""Embed image files with a trained run: the evaluation embedding of its newest checkpoint.
+
+    python -m dnc_jax.embed --workdir=runs/sop --images=photos/ --out=emb.npy [--batch_size=N]
+
+`--images` is a folder (every image file under it, recursively, in sorted path order), a text
+file with one image path per line, or a CSV whose first column is the image path (a header row
+starting with `path` is skipped); relative paths in a list are relative to the list's folder.
+
+Images go through the training pipeline's own steps: decoded once into the uint8 cache
+(`dnc_jax.data.cache.decode_cached`, under WORKDIR/embed_cache unless --cache_dir; a second run
+over the same unchanged files decodes nothing; entries of other file sets stay until the folder
+is cleared by hand), then the run's eval transform (Resize + CenterCrop per `augment`) and the
+network on the device. Writes
+
+    emb.npy          float32 [N, d], row i the evaluation embedding of path i
+    emb.paths.txt    the N absolute image paths, one per line, in the same order
+
+and prints N and d. `python -m dnc_jax.search` queries such an index.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+
+from absl import app, flags, logging
+
+from dnc_jax.data.errors import DataError
+from dnc_jax.data.image_lists import IMAGE_EXTENSIONS, check_images_exist, is_image_file
+
+CACHE_NAME = "embed"  # file-name prefix of this tool's decode-cache entries
+
+
+def _define_flags():
+    # Defined only when run as a program, so that `search` (and tests) can import this module
+    # next to another tool that also defines --workdir.
+    flags.DEFINE_string("workdir", None, "Training run folder (config.json, checkpoints/).")
+    flags.DEFINE_string("images", None, "A folder of images (searched recursively), a text file "
+                        "with one image path per line, or a CSV with the path first.")
+    flags.DEFINE_string("out", None, "Output .npy of the embeddings; the paths go beside it "
+                        "(X.paths.txt for X.npy).")
+    flags.DEFINE_integer("batch_size", None, "Images per embedding step (default: the run's "
+                         "data.eval_batch_size).")
+    flags.DEFINE_string("cache_dir", None, "Where the decoded images are cached (default: "
+                        "WORKDIR/embed_cache).")
+    flags.DEFINE_integer("workers", None, "Decoding processes (default: one per CPU core).")
+    flags.mark_flags_as_required(["workdir", "images", "out"])
+
+
+def paths_file(index_path: str) -> str:
+    """emb.npy -> emb.paths.txt: where the row order of an index is written."""
+    stem = index_path[:-4] if index_path.endswith(".npy") else index_path
+    return stem + ".paths.txt"
+
+
+def list_images(source: str) -> list[str]:
+    """Absolute paths of the images named by `source` (a folder, a text list or a CSV)."""
+    source = os.path.expanduser(source)
+    if os.path.isdir(source):
+        root = os.path.abspath(source)
+        files = sorted(os.path.join(dirpath, name)
+                       for dirpath, _, names in os.walk(root, followlinks=True)
+                       for name in names if is_image_file(name))
+        if not files:
+            raise DataError(f"no image files under {root} (looked for "
+                            f"{' '.join(IMAGE_EXTENSIONS)})")
+        return files
+    if not os.path.isfile(source):
+        raise DataError(f"--images: {source} is neither a folder nor a list file")
+    base = os.path.dirname(os.path.abspath(source))
+    entries = _read_list(source)
+    if not entries:
+        raise DataError(f"{source}: lists no image (expected one path per line)")
+    files = [os.path.normpath(os.path.join(base, os.path.expanduser(p))) for _, p in entries]
+    check_images_exist(files, [f"{source}:{line}" for line, _ in entries],
+                       "paths in a list are relative to the list's folder")
+    return files
+
+
+def _read_list(path: str) -> list[tuple[int, str]]:
+    """(line number, path) of each entry: a CSV's first column, or a text file's lines."""
+    entries = []
+    if path.lower().endswith(".csv"):
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            for fields in reader:
+                first = fields[0].strip() if fields else ""
+                if not first or (not entries and first.lower() == "path"):
+                    continue  # blank line, or the header
+                entries.append((reader.line_num, first))
+        return entries
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                entries.append((line_no, line))
+    return entries
+
+
+def decode_files(files: list[str], image_size: int, cache_dir: str, workers=None,
+                 progress: bool = True):
+    """(images uint8 [N, S, S, 3] memmap, sizes [N, 2]) through the training decode cache."""
+    from dnc_jax.data.cache import decode_cached
+
+    return decode_cached(files, image_size, cache_dir, CACHE_NAME, workers=workers,
+                         progress=progress)
+
+
+def embed_files(workdir: str, files: list[str], out: str, batch_size=None, cache_dir=None,
+                workers=None, progress: bool = True):
+    """Embeds `files` with the run in `workdir`, writes `out` and its paths file.
+
+    Returns (embeddings float32 [N, d], the loaded TrainedModel).
+    """
+    import numpy as np
+
+    from dnc_jax.restore import load_trained
+
+    trained = load_trained(workdir, batch_size)
+    cache_dir = os.path.expanduser(cache_dir or os.path.join(workdir, "embed_cache"))
+    images, sizes = decode_files(files, trained.config.data.image_size, cache_dir, workers,
+                                 progress)
+    embeddings = trained.embed_fn(images, sizes, progress=progress)
+    out = out if out.endswith(".npy") else out + ".npy"  # np.save would append it anyway
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    # Written beside and renamed: an interrupted run never leaves a short index behind that
+    # would be taken for a complete one, or an index whose paths file is from another run.
+    partial = out[:-4] + ".partial.npy"
+    np.save(partial, embeddings)
+    with open(paths_file(partial), "w") as f:
+        f.writelines(p + "\n" for p in files)
+    os.replace(paths_file(partial), paths_file(out))
+    os.replace(partial, out)
+    return embeddings, trained
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    FLAGS = flags.FLAGS
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+    from dnc_jax.restore import RestoreError
+
+    try:
+        files = list_images(FLAGS.images)
+        embeddings, trained = embed_files(FLAGS.workdir, files, FLAGS.out, FLAGS.batch_size,
+                                          FLAGS.cache_dir, FLAGS.workers)
+    except (DataError, RestoreError) as e:
+        print(f"dnc_jax: {e}", file=sys.stderr)
+        sys.exit(2)
+    n, d = embeddings.shape
+    out = FLAGS.out if FLAGS.out.endswith(".npy") else FLAGS.out + ".npy"
+    print(f"embedded {n} images, d={d} (checkpoint step {trained.embed_fn.step}, epoch "
+          f"{trained.embed_fn.epoch}) -> {out}, paths in {paths_file(out)}", flush=True)
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)
