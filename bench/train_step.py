@@ -20,8 +20,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default  # noqa: E402
-from dnc_jax import optim, parallel, steps  # noqa: E402
-from dnc_jax.divide import masks as masks_lib  # noqa: E402
+from dnc_jax import optim, parallel, steps, train  # noqa: E402
+from dnc_jax.divide import schedule  # noqa: E402
 from dnc_jax.losses import make_loss  # noqa: E402
 from dnc_jax.models.embedder import make_embedder  # noqa: E402
 from dnc_jax.models.variables import initial_variables  # noqa: E402
@@ -50,7 +50,8 @@ def main():
                    donate_argnums=(0,))
     params, stats = initial_variables(model, config.model, args.learners, jax.random.key(0),
                                       args.image_size)
-    state = parallel.put_replicated(steps.create_train_state(params, stats, optimizer), mesh)
+    state = parallel.put_replicated(
+        steps.create_train_state({"model": params}, stats, optimizer), mesh)
 
     b, m = args.batch, config.data.samples_per_class
     rng = np.random.default_rng(0)
@@ -61,19 +62,21 @@ def main():
         "learners": (np.arange(b) * args.learners // b).astype(np.int32),
         "valid": np.ones(b, bool),
     }, mesh)
-    slices = masks_lib.contiguous_slices(args.learners, args.learners, config.model.embedding_dim)
+    config.divide.num_learners = args.learners
+    phase = parallel.put_replicated(
+        train.phase_arrays(config, schedule.phase(config.divide, 0)), mesh)
     key = jax.random.key(1)
 
     t0 = time.perf_counter()
-    state, metrics = step(state, batch, slices, slices, key)
+    state, metrics = step(state, batch, phase, key)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - t0
     for _ in range(2):
-        state, metrics = step(state, batch, slices, slices, key)
+        state, metrics = step(state, batch, phase, key)
     jax.block_until_ready(metrics)
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        state, metrics = step(state, batch, slices, slices, key)
+        state, metrics = step(state, batch, phase, key)
     jax.block_until_ready(metrics)
     per_step = (time.perf_counter() - t0) / args.steps
     device = jax.devices()[0].device_kind
