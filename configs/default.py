@@ -100,6 +100,8 @@ def get_config():
         config.optim[group] = ml_collections.ConfigDict()
         config.optim[group].learning_rate = 1e-5  # Adam learning rate (both official repos)
         config.optim[group].weight_decay = 1e-4   # coupled L2 (CVPR and PAMI README: 1e-4)
+    config.optim.lr_decay_every = 0        # multiply every learning rate by lr_decay_factor
+    config.optim.lr_decay_factor = 0.3     # every this many epochs (0: constant, both repos)
     config.optim.masks = ml_collections.ConfigDict()  # PAMI learned masks (divide.masks='learned')
     config.optim.masks.learning_rate = 1e-3  # PAMI README: base lr 1e-5 x mask_lr_mult 100
     config.optim.masks.weight_decay = 1e-4   # PAMI README: mask_wd_mult 1 x 1e-4

@@ -77,7 +77,12 @@ def phase_arrays(config, phase) -> dict:
 
 
 def group_learning_rates(config, phase, base_rates) -> dict[str, float]:
-    rates = dict(base_rates)
+    """Each group's learning rate for one epoch: the base rate, the optional step decay (the
+    CVPR author's advice for CUB/Cars: decay every 30 epochs; neither official repo decays),
+    0 for a frozen backbone, 0 for masks that are not being learned."""
+    every = config.optim.get("lr_decay_every", 0)
+    decay = config.optim.get("lr_decay_factor", 1.0) ** (phase.epoch // every) if every else 1.0
+    rates = {group: rate * decay for group, rate in base_rates.items()}
     if phase.freeze_backbone:
         rates["backbone"] = 0.0
     if config.divide.masks != "learned" or phase.full_embedding:

@@ -108,3 +108,20 @@ def test_orthogonality_penalty_matches_a_direct_mean_of_cosines():
     want = np.mean([r[i] @ r[j] for i in range(k) for j in range(k) if i != j])
     assert abs(float(masks.orthogonality_penalty(m, k)) - want) < 1e-6
     assert float(masks.orthogonality_penalty(m, 1)) == 0.0
+
+
+def test_learning_rates_per_phase_decay_freeze_and_masks():
+    from configs import default
+    from dnc_jax import train
+
+    c = default.get_config()
+    c.optim.lr_decay_every = 30
+    c.optim.lr_decay_factor = 0.5
+    c.divide.masks = "learned"
+    base = {"backbone": 1e-5, "head": 1e-5, "masks": 1e-3}
+    frozen = schedule.Phase(65, 8, True, False, False, False, True)
+    rates = train.group_learning_rates(c, frozen, base)
+    assert rates == {"backbone": 0.0, "head": 1e-5 * 0.25, "masks": 1e-3 * 0.25}
+    conquer = schedule.Phase(10, 8, False, False, False, True, False)
+    rates = train.group_learning_rates(c, conquer, base)
+    assert rates["masks"] == 0.0 and rates["backbone"] == 1e-5
