@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every GPU check of the open issues in one run, for a session lent a GPU (see README, "GPUs"):
+#   ../shared/device/wheels.sh            # here, once: wheels the GPU machine lacks, into .whl/
+#   then the device tool runs:  bash bench/device_check.sh   (carry: .whl)
+# Results go under $OUT (or ./device_out): parity with torchvision, train-step throughput in
+# bfloat16 and float32, reclustering and evaluation at SOP scale, the input pipeline, and a
+# short real training run of the demo config on the GPU.
+set -uo pipefail
+OUT=${OUT:-device_out}
+mkdir -p "$OUT"
+SITE=$(mktemp -d)
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" .whl/*.whl
+fi
+export PYTHONPATH="$SITE:$PWD"
+nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
+run() { local name=$1; shift; echo "== $name: $*"; ( time timeout 240 "$@" ) > "$OUT/$name.txt" 2>&1; tail -3 "$OUT/$name.txt"; }
+run parity python3 bench/torchvision_parity.py --out="$OUT/parity.json"
+run step_bf16 python3 bench/train_step.py --model=resnet50 --batch=80 --dtype=bfloat16
+run step_fp32 python3 bench/train_step.py --model=resnet50 --batch=80 --dtype=float32
+run recluster python3 bench/recluster.py
+run evaluate python3 bench/evaluate.py
+run input python3 bench/input_pipeline.py --workers=1,8
+run demo python3 -m dnc_jax.main --config=configs/demo.py --workdir="$OUT/demo" \
+  --config.dtype=bfloat16 --config.num_epochs=6 --config.progress=False
