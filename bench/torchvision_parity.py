@@ -63,9 +63,9 @@ def main():
                 dropout=0.01, embedding_dim=128, head_init="pt_default", pretrained=path))
             model = make_embedder(cfg, jnp.dtype(dtype).type)
             params, stats = initial_variables(model, cfg, 1, jax.random.key(0), 224)
-            got = jax.jit(lambda x: model.apply({"params": params, "batch_stats": stats}, x,
-                                                train=False)["pooled"])(
-                jnp.asarray(images.transpose(0, 2, 3, 1)))
+            variables = {"params": params, "batch_stats": stats}
+            got = jax.jit(lambda x, v, m=model: m.apply(v, x, train=False)["pooled"])(
+                jnp.asarray(images.transpose(0, 2, 3, 1)), variables)
             diff = float(np.abs(np.asarray(got, np.float32) - want).max())
             result[f"max_abs_diff_{dtype}"] = diff
             result["feature_abs_mean"] = float(np.abs(want).mean())
