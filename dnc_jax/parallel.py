@@ -82,6 +82,29 @@ def _launched_by_a_cluster() -> bool:
     return int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
 
 
+def _slurm_one_task_per_node_gpus():
+    """Under a SLURM step with one task per node: ids of every GPU the task sees; else None.
+
+    jax.distributed's SLURM detection assumes one task per GPU and limits each process to GPU
+    number SLURM_LOCALID, which with `--ntasks-per-node=1` (launch/slurm.sbatch) would leave
+    all but one GPU of every node idle. With several tasks per node, or an explicit
+    JAX_LOCAL_DEVICE_IDS, JAX's own choice stands (None).
+    """
+    env = os.environ
+    if "SLURM_STEP_ID" not in env or "JAX_LOCAL_DEVICE_IDS" in env:
+        return None
+    tasks = env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS"))
+    nodes = env.get("SLURM_STEP_NUM_NODES", env.get("SLURM_NNODES"))
+    if not tasks or tasks != nodes:
+        return None
+    for name in ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"):
+        visible = [d for d in env.get(name, "").split(",") if d.strip()]
+        if visible:  # the ids JAX takes are positions among the visible GPUs
+            return list(range(len(visible)))
+    gpus = int(env.get("SLURM_GPUS_ON_NODE", "0") or 0)
+    return list(range(gpus)) if gpus else None
+
+
 def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
     """`jax.distributed.initialize` when this is one process of several; a no-op otherwise.
 
@@ -96,4 +119,5 @@ def initialize_distributed(coordinator_address=None, num_processes=None, process
             process_id=process_id if process_id is not None else
             int(os.environ["JAX_PROCESS_ID"]))
     elif _launched_by_a_cluster():
-        jax.distributed.initialize()  # auto-detects SLURM, TPU pods and Open MPI
+        # Auto-detects SLURM, TPU pods and Open MPI; one SLURM task per node keeps all its GPUs.
+        jax.distributed.initialize(local_device_ids=_slurm_one_task_per_node_gpus())
