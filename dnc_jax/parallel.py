@@ -121,3 +121,12 @@ def initialize_distributed(coordinator_address=None, num_processes=None, process
     elif _launched_by_a_cluster():
         # Auto-detects SLURM, TPU pods and Open MPI; one SLURM task per node keeps all its GPUs.
         jax.distributed.initialize(local_device_ids=_slurm_one_task_per_node_gpus())
+
+
+def any_process(flag: bool) -> bool:
+    """True when `flag` is true on any process (a collective: every process must call it)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.process_allgather(np.int32(bool(flag)))).any())

@@ -200,6 +200,18 @@ class Trainer:
         return sampler_lib.remove_singletons(labels, assignment), info
 
     # -- one epoch of training -------------------------------------------------------------
+    _STOP_SYNC_EVERY = 10  # steps between multi-host agreements on stopping
+
+    def _should_stop(self, stop, done) -> bool:
+        """Whether to stop after step `done`. With several processes the signal may reach them
+        at different steps, so they agree every few steps (all of them stop at the same step,
+        or none saves while another is still in a collective)."""
+        if jax.process_count() == 1:
+            return bool(stop)
+        if done % self._STOP_SYNC_EVERY:
+            return False
+        return parallel.any_process(bool(stop))
+
     def train_epoch(self, state, sampler, epoch, phase_arrays_, rng, *, start_step=0,
                     history=None, stop=None, save_mid_epoch=None):
         """Trains from `start_step` to the end of the epoch, or until `stop` is set.
@@ -248,10 +260,11 @@ class Trainer:
                 bar.set_postfix(loss=f"{history[-1]['loss']:.4f}",
                                 img_s=f"{(bar.n - start_step) * cfg.data.batch_size / seconds:.0f}")
             done = len(history) + len(pending)
-            if stop or (every and save_mid_epoch and done % every == 0
-                        and done < sampler.steps_per_epoch):
+            stopping = self._should_stop(stop, done)
+            if stopping or (every and save_mid_epoch and done % every == 0
+                            and done < sampler.steps_per_epoch):
                 drain(keep=0)
-                if stop:
+                if stopping:
                     bar.close()
                     return state, history, False
                 save_mid_epoch(state, history)
@@ -419,7 +432,7 @@ def _run(config, workdir, datasets, stop):
             plots.plot_run(writer.read(), workdir)
         if (epoch + 1) % config.checkpoint.every_epochs == 0 or epoch == config.num_epochs - 1:
             ckpt.save(state, assignment, {"epoch": epoch, "complete": True})
-        if stop:
+        if parallel.any_process(bool(stop)):
             ckpt.save(state, assignment, {"epoch": epoch, "complete": True})
             ckpt.wait()
             logs.say(f"stopped by {stop.signal} after epoch {epoch}; saved. Run the same "
