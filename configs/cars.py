@@ -10,15 +10,11 @@ author's CUB advice in issue #6 (the closest data set he commented on): K=4, fin
 epoch 60, full embedding from 25 (= 60 * 8/19), 100 epochs, no learning-rate decay (no schedule
 key exists).
 """
-from configs import default
+from configs import cub
 
 
 def get_config():
-    config = default.get_config()
+    # The same choices as CUB (see configs/cub.py): neither repo gives a Cars command.
+    config = cub.get_config()
     config.data.name = "cars"
-    config.num_epochs = 100
-    config.divide.num_learners = 4
-    config.divide.finetune_epoch = 60
-    config.divide.full_embedding_epoch = 25
-    config.eval.recall_ks = (1, 2, 4, 8)
     return config
