@@ -7,8 +7,8 @@ No official repo gives a Cars command (METHOD.md §2.4); the settings are those 
 the same reasons: the CVPR values for what they fix (d=128, 20x4 batches, Adam 1e-5 / wd 1e-4,
 margin loss with distance-weighted sampling, recluster every 2) and, as OUR CHOICES after the
 author's CUB advice in issue #6 (the closest data set he commented on): K=4, finetune from
-epoch 60, full embedding from 25 (= 60 * 8/19), 100 epochs, no learning-rate decay (no schedule
-key exists).
+epoch 60, full embedding from 25 (= 60 * 8/19), 100 epochs, no learning-rate decay unless
+--config.optim.lr_decay_every=30 (the advice's decay).
 """
 from configs import cub
 

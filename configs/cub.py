@@ -11,8 +11,8 @@ OUR CHOICES, following the author's issue #6 advice where it gives one:
   * full embedding from epoch 25 = 60 * 8/19, the CVPR code's rule tied to the finetune epoch;
   * K=4: 100 training classes make 8 clusters of ~12 classes thin (the issue's run used K=4);
   * 100 epochs in all (40 of finetuning, as there is no learning-rate decay);
-  * no learning-rate decay: the advice "decay the LR every 30 epochs" needs a schedule key
-    that the optimiser config does not have (no LR schedule in either official repo);
+  * no learning-rate decay by default (neither official repo decays); the advice "decay the
+    LR every 30 epochs" is --config.optim.lr_decay_every=30 (factor optim.lr_decay_factor);
   * d=128, not the "maybe 256" of the advice, to compare with the published 128-d numbers.
 """
 from configs import default
