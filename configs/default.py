@@ -146,6 +146,9 @@ def get_config():
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.keep = 2             # most recent checkpoints kept
     config.checkpoint.every_epochs = 1     # save after every this many epochs
+    config.checkpoint.keep_best_on_test = True  # also keep the best-R@1 epoch's weights in
+                                           # checkpoint_best_selected_on_test/ (model selection
+                                           # on the test set, as the official repos do)
     config.checkpoint.every_steps = 0      # also save every this many steps inside an epoch
                                            # (0: only at epoch ends and on SIGTERM/SIGINT)
     return config

@@ -353,6 +353,9 @@ def _run(config, workdir, datasets, stop):
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
 
+    best_ckpt = (checkpoint_lib.Checkpointer(
+        os.path.join(workdir, "checkpoint_best_selected_on_test"), keep=1)
+        if config.checkpoint.get("keep_best_on_test", False) else None)
     carry = None
     if restored is None:
         start_epoch, assignment = 0, None
@@ -374,6 +377,8 @@ def _run(config, workdir, datasets, stop):
             logs.say(f"resumed {workdir} in epoch {meta['epoch']} at step "
                      f"{meta['step_in_epoch']}")
         writer.truncate_after(start_epoch - 1)
+    best_recall = max((r["recall@1"] for r in writer.read()
+                       if r.get("epoch", -1) >= 0 and "recall@1" in r), default=-1.0)
 
     record = {}
     for epoch in range(start_epoch, config.num_epochs):
@@ -432,6 +437,13 @@ def _run(config, workdir, datasets, stop):
             plots.plot_run(writer.read(), workdir)
         if (epoch + 1) % config.checkpoint.every_epochs == 0 or epoch == config.num_epochs - 1:
             ckpt.save(state, assignment, {"epoch": epoch, "complete": True})
+        if best_ckpt is not None and record.get("recall@1", -1.0) > best_recall:
+            # Model selection on the test set, as both official repos do: kept apart and named
+            # so, never the default result.
+            best_recall = record["recall@1"]
+            best_ckpt.save(state, assignment, {"epoch": epoch, "complete": True,
+                                               "selected_on_test": "recall@1",
+                                               "recall@1": best_recall})
         if parallel.any_process(bool(stop)):
             ckpt.save(state, assignment, {"epoch": epoch, "complete": True})
             ckpt.wait()
@@ -439,6 +451,8 @@ def _run(config, workdir, datasets, stop):
                      f"command to resume.")
             return record
     ckpt.wait()
+    if best_ckpt is not None:
+        best_ckpt.wait()
     board.close()
     _final_summary(writer, workdir)
     return record

@@ -47,6 +47,10 @@ def test_train_and_evaluate_writes_metrics_and_resumes_exactly(tmp_path, cache_d
         assert 0 <= r["recall@1"] <= r["recall@2"] <= r["recall@4"] <= r["recall@8"] <= 1
     saved = [d for d in os.listdir(tmp_path / "full" / "checkpoints") if d.isdigit()]
     assert saved, "no checkpoint written"
+    best = tmp_path / "full" / "checkpoint_best_selected_on_test"
+    best_epoch = max(records[1:], key=lambda r: r["recall@1"])["epoch"]
+    best_meta = json.load(open(best / os.listdir(best)[0] / "meta" / "metadata"))
+    assert best_meta["epoch"] == best_epoch and best_meta["selected_on_test"] == "recall@1"
     for name in ("recall.png", "loss.png", "clusters.png"):
         assert os.path.getsize(tmp_path / "full" / name) > 1000
     assert os.listdir(tmp_path / "full" / "tensorboard")
