@@ -130,3 +130,13 @@ def any_process(flag: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(np.asarray(multihost_utils.process_allgather(np.int32(bool(flag)))).any())
+
+
+def from_main_process(value: float) -> float:
+    """Process 0's `value` on every process (a collective), for host-side decisions that every
+    process must take alike, such as whether to write a checkpoint."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return float(multihost_utils.broadcast_one_to_all(np.float32(value)))

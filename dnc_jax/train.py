@@ -377,8 +377,10 @@ def _run(config, workdir, datasets, stop):
             logs.say(f"resumed {workdir} in epoch {meta['epoch']} at step "
                      f"{meta['step_in_epoch']}")
         writer.truncate_after(start_epoch - 1)
-    best_recall = max((r["recall@1"] for r in writer.read()
-                       if r.get("epoch", -1) >= 0 and "recall@1" in r), default=-1.0)
+    # Only process 0 may be able to read metrics.jsonl; saving is collective, so all agree.
+    best_recall = parallel.from_main_process(max(
+        (r["recall@1"] for r in writer.read() if r.get("epoch", -1) >= 0 and "recall@1" in r),
+        default=-1.0))
 
     record = {}
     for epoch in range(start_epoch, config.num_epochs):
