@@ -36,30 +36,28 @@ def plot_run(records: list[dict], workdir: str) -> list[str]:
     losses = [r for r in trained if "loss_per_learner" in r]
     if losses:
         fig, ax = plt.subplots(figsize=(7, 4))
-        k_max = max(len(r["loss_per_learner"]) for r in losses)
-        for k in range(k_max):
-            points = [(r["epoch"], r["loss_per_learner"][k]) for r in losses
-                      if k < len(r["loss_per_learner"])]
-            ax.plot(*zip(*points), marker=".", label=f"learner {k}")
+        _per_learner_lines(ax, losses, "loss_per_learner", ".")
         ax.set(xlabel="epoch", ylabel="loss", title="Loss per learner")
         _phase_lines(ax, trained)
-        if k_max <= 12:
-            ax.legend(fontsize="small")
         written.append(_save(fig, workdir, "loss.png"))
     clustered = [r for r in trained if "cluster_sizes" in r]
     if clustered:
         fig, ax = plt.subplots(figsize=(7, 4))
-        k_max = max(len(r["cluster_sizes"]) for r in clustered)
-        for k in range(k_max):
-            points = [(r["epoch"], r["cluster_sizes"][k]) for r in clustered
-                      if k < len(r["cluster_sizes"])]
-            ax.plot(*zip(*points), marker="o", label=f"learner {k}")
+        _per_learner_lines(ax, clustered, "cluster_sizes", "o")
         ax.set(xlabel="epoch of the reclustering", ylabel="images in the cluster",
                title="Cluster size per learner")
-        if k_max <= 12:
-            ax.legend(fontsize="small")
         written.append(_save(fig, workdir, "clusters.png"))
     return written
+
+
+def _per_learner_lines(ax, records, key, marker):
+    """One line per learner of the per-learner list `key`; a legend while it stays readable."""
+    k_max = max(len(r[key]) for r in records)
+    for k in range(k_max):
+        points = [(r["epoch"], r[key][k]) for r in records if k < len(r[key])]
+        ax.plot(*zip(*points), marker=marker, label=f"learner {k}")
+    if k_max <= 12:
+        ax.legend(fontsize="small")
 
 
 def _phase_lines(ax, records):
