@@ -2,7 +2,6 @@
 (class folders, CSV lists), and tfds (never the real tfds.data_source: no download, ever)."""
 import logging
 import os
-import time
 
 import numpy as np
 import pytest
@@ -401,10 +400,10 @@ def test_tfds_not_prepared_fails_fast_with_the_build_command(tmp_path, no_real_t
     config = _data_config(tmp_path, "tfds")
     config.tfds_name = "caltech_birds2011"
     config.tfds_data_dir = str(tmp_path / "tfds")
-    start = time.monotonic()
+    # Fast by construction: the fixture makes any call of the real tfds.data_source (which
+    # would retry a download for minutes) fail the test.
     with pytest.raises(DataError) as e:
         sources.load_dataset(config)
-    assert time.monotonic() - start < 2
     message = str(e.value)
     assert "not prepared" in message and "\n" not in message
     assert (f"tfds build caltech_birds2011 --data_dir={tmp_path / 'tfds'} "
