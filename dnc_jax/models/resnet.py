@@ -143,12 +143,6 @@ _ARCHITECTURES = {
 }
 
 
-def feature_width(name: str, width: int = 64) -> int:
-    """Channels of the last feature map, i.e. the pooled feature size (2048 for ResNet-50)."""
-    stages, block = _architecture(name)
-    return width * 2 ** (len(stages) - 1) * (4 if block is Bottleneck else 1)
-
-
 def _architecture(name: str):
     if name not in _ARCHITECTURES:
         raise ValueError(f"model.name must be one of {sorted(_ARCHITECTURES)}, got {name!r}")
