@@ -17,8 +17,8 @@ export PYTHONPATH="$SITE:$PWD"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 run() { local name=$1; shift; echo "== $name: $*"; ( time timeout 240 "$@" ) > "$OUT/$name.txt" 2>&1; tail -3 "$OUT/$name.txt"; }
 run parity python3 bench/torchvision_parity.py --out="$OUT/parity.json"
-run step_bf16 python3 bench/train_step.py --model=resnet50 --batch=80 --dtype=bfloat16
-run step_fp32 python3 bench/train_step.py --model=resnet50 --batch=80 --dtype=float32
+run step_bf16 python3 bench/train_step.py --model=resnet50 --batch=640 --dtype=bfloat16
+run step_fp32 python3 bench/train_step.py --model=resnet50 --batch=640 --dtype=float32
 run recluster python3 bench/recluster.py
 run evaluate python3 bench/evaluate.py
 run input python3 bench/input_pipeline.py --workers=1,8

@@ -2,7 +2,8 @@
 
 Defaults follow the CVPR 2019 code's SOP run (METHOD.md §2.4): ResNet-50, 128-d, K=8 learners on
 contiguous slices, recluster every 2 epochs, full embedding from epoch 80, whole-data finetune
-from epoch 190, 200 epochs, batches of 20 classes x 4 images, Adam 1e-5 with coupled wd 1e-4,
+from epoch 190, 200 epochs, batches of 20 classes x 4 images per learner (the 'joint' schedule
+steps all 8 learners at once: a global batch of 8 x 80), Adam 1e-5 with coupled wd 1e-4,
 margin loss alpha=0.2, beta=1.2 with distance-weighted sampling.
 """
 import ml_collections
@@ -34,7 +35,10 @@ def get_config():
     config.data.cache_dir = "~/.cache/dnc_jax"  # decoded uint8 images are cached here
     config.data.image_size = 256   # side S of the cached S x S uint8 images
     config.data.skip_bad_images = False  # skip corrupt/truncated images (warned) instead of failing
-    config.data.batch_size = 80    # global batch (all devices, all learners together)
+    config.data.batch_size = 640   # global batch of one step (all devices, all learners).
+                                   # 'joint': split among the K learners, batch_size // K each
+                                   # (8 x 80: each learner gets the papers' 20 classes x 4);
+                                   # 'round_robin': the whole batch is one learner's (papers: 80)
     config.data.samples_per_class = 4  # M images per class in a batch (P = batch / M classes)
     config.data.eval_batch_size = 256  # images per embedding step at evaluation/clustering
     config.data.glyphs = ml_collections.ConfigDict()

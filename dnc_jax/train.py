@@ -40,6 +40,10 @@ from dnc_jax.models.embedder import make_embedder
 from dnc_jax.models.variables import initial_variables
 
 
+# Their negatives are class proxies: a learner batch of one class still trains them.
+PROXY_LOSSES = ("proxy_anchor", "normalized_softmax")
+
+
 class NonFiniteLoss(FloatingPointError):
     """The loss became NaN or inf; the run stops without saving, so the last checkpoint stays."""
 
@@ -328,6 +332,10 @@ def cluster_stats(labels, assignment, num_learners):
 def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) -> dict:
     """Trains and evaluates; returns the last epoch's metrics record."""
     run_guard.check_writable(workdir, create=False)
+    # A batch layout that trains nothing is refused before the data set is read.
+    sampler_lib.check_batch_layout(
+        config.data.batch_size, config.data.samples_per_class, config.divide.num_learners,
+        config.divide.learner_schedule, min_classes=1 if config.loss.name in PROXY_LOSSES else 2)
     # Data first: a missing data set must fail before anything is written.
     datasets = sources.load_dataset(config.data)
     run_guard.check_writable(workdir)

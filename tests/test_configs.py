@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from dnc_jax.data.sampler import learner_slots
 from dnc_jax.divide import schedule
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,6 +22,10 @@ def test_config_loads_and_plans_its_first_epochs(name):
     plan = [schedule.phase(config.divide, e) for e in range(config.num_epochs)]
     assert plan[0].num_learners >= 1
     assert config.data.batch_size % config.data.samples_per_class == 0
+    # Every learner's part of a step holds the papers' 20 x 4 (or PAMI's 40 x 2) images.
+    learners = config.divide.num_learners if config.divide.learner_schedule == "joint" else 1
+    part = learner_slots(config.data.batch_size, learners, config.data.samples_per_class)
+    assert part == (32 if name == "demo" else 80)
 
 
 def test_every_default_key_has_a_comment():

@@ -99,6 +99,20 @@ def test_sop_without_data_fails_with_one_clear_line(tmp_path, root, expected):
     assert not workdir.exists()  # nothing written for a run that could not start
 
 
+def test_a_joint_batch_too_small_for_its_learners_fails_before_data_loads(tmp_path):
+    """PAMI's K=32 with its round-robin batch of 80 under 'joint': one class per learner."""
+    workdir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dnc_jax.main", "--config=configs/sop_pami.py",
+         f"--workdir={workdir}", "--config.divide.learner_schedule=joint"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("dnc_jax: data.batch_size=80 gives each of the 32 learners")
+    assert not workdir.exists()
+
+
 def test_round_robin_schedule_trains_one_learner_per_step(tmp_path, cache_dir):
     config = _config(cache_dir, 1)
     config.divide.learner_schedule = "round_robin"

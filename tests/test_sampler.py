@@ -4,8 +4,9 @@ import collections
 import numpy as np
 import pytest
 
-from dnc_jax.data.sampler import (JointSampler, RoundRobinSampler, _deal, learner_slots,
-                                  make_sampler, remove_singletons)
+from dnc_jax.data.errors import ConfigError
+from dnc_jax.data.sampler import (JointSampler, RoundRobinSampler, _deal, check_batch_layout,
+                                  learner_slots, make_sampler, remove_singletons)
 
 
 def _data(seed=0, classes=30, k=3, low=2, high=9):
@@ -228,6 +229,22 @@ def test_errors_name_the_config_keys():
         RoundRobinSampler(labels, assignment, 4, 12, 0, seed=0)
     with pytest.raises(ValueError, match="divide.learner_schedule"):
         make_sampler("alternate", labels, assignment, 4, 32, 4, seed=0)
+
+
+def test_a_batch_that_gives_a_learner_one_class_is_refused():
+    """joint K=8 at the papers' 80 gives each learner 10 slots = 2 classes of 4 ... and at K=32
+    (PAMI) one class of 2: no negative pair, a step that trains nothing."""
+    check_batch_layout(640, 4, 8, "joint")        # the configs: 20 classes x 4 per learner
+    check_batch_layout(64, 4, 8, "joint")         # 2 classes per learner: the least that works
+    check_batch_layout(80, 2, 32, "round_robin")  # sop_pami: the batch is one learner's
+    with pytest.raises(ConfigError, match=r"data.batch_size=80 gives each of the 32 learners.*"
+                                          r"data.batch_size >= 128 .*round_robin"):
+        check_batch_layout(80, 2, 32, "joint")
+    with pytest.raises(ConfigError, match=r"data.batch_size >= 8$"):
+        check_batch_layout(4, 4, 8, "round_robin")
+    check_batch_layout(32, 4, 8, "joint", min_classes=1)  # proxy losses: proxies are negatives
+    with pytest.raises(ConfigError, match="divide.learner_schedule"):
+        check_batch_layout(640, 4, 8, "alternate")
 
 
 def test_a_cluster_emptied_by_singleton_removal_leaves_padding():

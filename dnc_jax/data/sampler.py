@@ -49,6 +49,8 @@ import dataclasses
 
 import numpy as np
 
+from dnc_jax.data.errors import ConfigError
+
 SCHEDULES = ("joint", "round_robin")
 
 
@@ -63,14 +65,42 @@ class Batch:
 def learner_slots(batch_size: int, num_learners: int, samples_per_class: int) -> int:
     """Slots per learner; raises if the batch cannot hold one class per learner."""
     if samples_per_class < 1:
-        raise ValueError(f"data.samples_per_class={samples_per_class} must be at least 1")
+        raise ConfigError(f"data.samples_per_class={samples_per_class} must be at least 1")
     per = (batch_size // num_learners) // samples_per_class * samples_per_class
     if per < samples_per_class:
-        raise ValueError(
+        raise ConfigError(
             f"data.batch_size={batch_size} cannot hold {num_learners} learners x "
             f"{samples_per_class} images per class (data.samples_per_class); "
             f"use a batch of at least {num_learners * samples_per_class}")
     return per
+
+
+def check_batch_layout(batch_size: int, samples_per_class: int, max_learners: int,
+                       schedule: str, min_classes: int = 2) -> None:
+    """Refuses, before any data loads, a batch that gives some learner fewer than `min_classes`.
+
+    For a pair-based loss a learner batch of one class has no negative pair: the loss is 0 and
+    the step trains nothing, silently (proxy losses, whose negatives are proxies, pass
+    min_classes=1). Under 'joint' the batch is split among the learners, so this is checked at
+    the largest K of the run (PAMI's K grows to divide.num_learners).
+    """
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"divide.learner_schedule={schedule!r} is not one of {SCHEDULES}")
+    sharing = max_learners if schedule == "joint" else 1
+    classes = learner_slots(batch_size, sharing, samples_per_class) // samples_per_class
+    if classes >= min_classes:
+        return
+    need = sharing * min_classes * samples_per_class
+    if schedule == "joint":
+        raise ConfigError(
+            f"data.batch_size={batch_size} gives each of the {sharing} learners of a 'joint' "
+            f"step {classes} class of {samples_per_class} images (data.samples_per_class): no "
+            f"negatives, nothing to learn; use data.batch_size >= {need} (the papers: "
+            f"{sharing} x 80) or divide.learner_schedule=round_robin")
+    raise ConfigError(
+        f"data.batch_size={batch_size} holds one class of {samples_per_class} images "
+        f"(data.samples_per_class): no negatives, nothing to learn; use data.batch_size >= "
+        f"{need}")
 
 
 def _deal(chunks_per_class, num_batches, rng):
@@ -280,7 +310,7 @@ def make_sampler(schedule: str, labels, assignment, num_learners, batch_size,
     """The sampler of `divide.learner_schedule`: 'joint' or 'round_robin'."""
     classes = {"joint": JointSampler, "round_robin": RoundRobinSampler}
     if schedule not in classes:
-        raise ValueError(f"divide.learner_schedule={schedule!r} is not one of {SCHEDULES}")
+        raise ConfigError(f"divide.learner_schedule={schedule!r} is not one of {SCHEDULES}")
     return classes[schedule](labels, assignment, num_learners, batch_size, samples_per_class,
                              seed)
 
