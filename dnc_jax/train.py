@@ -60,8 +60,12 @@ def phase_arrays(config, phase) -> dict:
     """The step's `phase` argument (see `steps.py`) for one epoch."""
     c, k_max, dim = config.divide, config.divide.num_learners, config.model.embedding_dim
     if c.masks == "slices":
-        slices = masks_lib.contiguous_slices(phase.num_learners, k_max, dim)
-        fixed = slices
+        # The CVPR model fixes its K output blocks when it is built (`learner_neurons` in
+        # lib/model.py): the one-learner finetune still normalises K blocks, trains on their
+        # renormalised concatenation and is evaluated on it. PAMI's K grows with its phases.
+        blocks = k_max if c.get("schedule", "cvpr") == "cvpr" else phase.num_learners
+        slices = masks_lib.contiguous_slices(blocks, k_max, dim)
+        fixed = masks_lib.contiguous_slices(phase.num_learners, k_max, dim)
     elif c.masks in ("fixed", "learned"):
         # PAMI: the output is normalised once; fixed masks are the hierarchical halves, which
         # for K = 2^j are the contiguous blocks of d / K dims.

@@ -125,3 +125,20 @@ def test_learning_rates_per_phase_decay_freeze_and_masks():
     conquer = schedule.Phase(10, 8, False, False, False, True, False)
     rates = train.group_learning_rates(c, conquer, base)
     assert rates["masks"] == 0.0 and rates["backbone"] == 1e-5
+
+
+def test_cvpr_finetune_keeps_the_models_k_output_blocks():
+    """The official model fixes its K normalised output blocks when it is built; the one-learner
+    finetune (epoch >= 190) trains their renormalised concatenation and evaluates on it."""
+    from configs import default
+    from dnc_jax import train
+
+    config = default.get_config()  # K=8, d=128, full embedding from 80, finetune from 190
+    before = train.phase_arrays(config, schedule.phase(config.divide, 189))
+    during = train.phase_arrays(config, schedule.phase(config.divide, 190))
+    assert int(during["num_learners"]) == 1 and np.all(during["masks"] == 1)
+    np.testing.assert_array_equal(during["slices"], before["slices"])
+    np.testing.assert_array_equal(during["slices"].sum(axis=1), [16] * 8)
+    e = np.random.default_rng(0).normal(size=(3, 128)).astype(np.float32)
+    out = np.asarray(masks.sliced_output(e, during["slices"]))
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), np.sqrt(8), rtol=1e-6)
