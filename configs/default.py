@@ -77,6 +77,9 @@ def get_config():
     config.loss.cutoff = 0.5          # distances clamped below this (distance_weighted) or never
                                       # a negative (easy_peasy)
     config.loss.nonzero_loss_cutoff = 1.4  # distance_weighted: farther negatives get weight 1e-6
+    config.loss.distance_weighted_dim = "view"  # distance_weighted: n of the distance density
+                                      # it undoes: 'view' (the dims a learner's mask keeps, d/K
+                                      # for slices) | 'embedding' (d, as PAMI's code always does)
     config.loss.easy_peasy_strict = True  # too few valid negatives: drop the penalised picks
                                       # (False reproduces the official code's fill-in)
     config.loss.margin = 0.2          # alpha of the margin loss; the triplet margin

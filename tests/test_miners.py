@@ -179,3 +179,34 @@ def test_distance_weighted_draws_without_replacement_inside_the_learner():
         assert np.isin(neg[:, a], negs[a]).all()
         assert (np.sort(neg[:, a], axis=1)[:, 1:] != np.sort(neg[:, a], axis=1)[:, :-1]).all()
         assert len(np.unique(neg[:, a, 1])) > 1  # later picks are random too
+
+
+def test_distance_weighted_dim_embedding_ignores_the_views_dimensionality():
+    """'view' weights a learner's negatives by the density of its own sphere (n = the dims its
+    mask keeps); 'embedding' always uses the full width, as PAMI's sampler does (n = 512)."""
+    import ml_collections
+
+    from dnc_jax.losses import make_loss
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 32)).astype(np.float32)
+    x[:, 8:] = 0.0                               # a learner view keeping 8 of 32 dims
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(6), 4).astype(np.int32)
+    learners = np.zeros(24, np.int32)
+    valid = np.ones(24, bool)
+    view_dim = jnp.full((24,), 8.0)
+
+    def mined(dim_mode, n_dim):
+        config = ml_collections.ConfigDict({"name": "margin", "miner": "distance_weighted",
+                                            "distance_weighted_dim": dim_mode})
+        loss_fn = make_loss(config, num_learners_max=1, samples_per_class=4)
+        _, aux = loss_fn(jnp.asarray(x), labels, learners, valid, jax.random.key(3), {},
+                         n_dim=n_dim)
+        return np.asarray(aux["negative_index"])
+
+    width = mined("view", None)                  # n_dim=None: the width, 32
+    np.testing.assert_array_equal(mined("embedding", view_dim), width)
+    assert not np.array_equal(mined("view", view_dim), width)
+    with pytest.raises(ValueError, match="loss.distance_weighted_dim"):
+        make_loss(ml_collections.ConfigDict({"distance_weighted_dim": "sphere"}), 1, 4)

@@ -44,6 +44,9 @@ DEFAULTS = {
     "cutoff": 0.5,                  # distances below are "too close": clamped (distance_weighted)
                                     # or never a negative (easy_peasy)
     "nonzero_loss_cutoff": 1.4,     # distance_weighted: farther negatives get weight 1e-6
+    "distance_weighted_dim": "view",  # distance_weighted: n of the sphere whose distance density
+                                    # is undone: 'view' (dims the learner's mask keeps) or
+                                    # 'embedding' (the full width d, PAMI's code)
     "easy_peasy_strict": True,      # easy_peasy: too few valid negatives -> fewer triplets;
                                     # False: fill with positives/too-close items (official)
     # margin (Wu et al.)
@@ -93,8 +96,25 @@ def make_miner(loss_config, samples_per_class: int):
         strict=_option(loss_config, "easy_peasy_strict"))
 
 
+def _width_of_embedding(loss_fn):
+    """The loss with distance-weighted sampling's n always the embedding width (n_dim=None)."""
+    def loss(*args, n_dim=None, **kwargs):
+        del n_dim
+        return loss_fn(*args, n_dim=None, **kwargs)
+    return loss
+
+
 def make_loss(loss_config, num_learners_max: int, samples_per_class: int):
     """The configured loss with every option bound; see the module doc for its signature."""
+    loss_fn = _make_loss(loss_config, num_learners_max, samples_per_class)
+    dim = _option(loss_config, "distance_weighted_dim")
+    if dim not in ("view", "embedding"):
+        raise ValueError(f"loss.distance_weighted_dim={dim!r} is not one of "
+                         "['view', 'embedding']")
+    return _width_of_embedding(loss_fn) if dim == "embedding" else loss_fn
+
+
+def _make_loss(loss_config, num_learners_max: int, samples_per_class: int):
     name = _option(loss_config, "name")
     opt = functools.partial(_option, loss_config)
     common = {"num_learners_max": num_learners_max}
