@@ -52,11 +52,18 @@ def _jsonable(x):
     return x
 
 
+def bar_interval() -> float:
+    """Seconds between progress-bar refreshes: live on a terminal; in a log file (SLURM, nohup)
+    every 30 s, so the bar leaves a line of progress now and then instead of thousands."""
+    return 0.1 if sys.stderr.isatty() else 30.0
+
+
 def progress_bar(total: int, desc: str, enabled: bool = True):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr,
-                disable=not (enabled and is_main_process()), unit="step")
+                disable=not (enabled and is_main_process()), unit="step",
+                mininterval=bar_interval())
 
 
 def say(msg: str) -> None:

@@ -214,10 +214,13 @@ def _decode_missing(files, size, paths, sizes, done, workers, progress, name):
     """Decode the rows not yet done; returns the error messages of the files that failed."""
     from tqdm.auto import tqdm
 
+    from dnc_jax.logs import bar_interval  # here: decode workers never import jax
+
     jobs = [(int(i), files[i], size) for i in np.flatnonzero(~done)]
     failures = []
     bar = tqdm(total=len(files), initial=int(done.sum()), desc=f"decode {name}",
-               disable=not progress, unit="img", dynamic_ncols=True)
+               disable=not progress, unit="img", dynamic_ncols=True,
+               mininterval=bar_interval())
     executor = None
     try:
         if workers == 1 or len(jobs) <= 1:  # in-process: no start-up cost, easy to debug
