@@ -40,6 +40,10 @@ def get_config():
                                    # (8 x 80: each learner gets the papers' 20 classes x 4);
                                    # 'round_robin': the whole batch is one learner's (papers: 80)
     config.data.samples_per_class = 4  # M images per class in a batch (P = batch / M classes)
+    config.data.epoch_length = "exact"  # 'exact': every usable image drawn once an epoch;
+                                        # 'official': len(cluster) // batch batches per learner,
+                                        # the official sampler's (fewer images where classes are
+                                        # small: SOP 1 / 1.5)
     config.data.eval_batch_size = 256  # images per embedding step at evaluation/clustering
     config.data.glyphs = ml_collections.ConfigDict()
     config.data.glyphs.seed = 0        # glyph rendering and class split (not the training seed)

@@ -31,6 +31,7 @@ def get_config():
     config.divide.kmeans_trials = 30
     config.divide.split_trials = 30
     config.divide.learner_schedule = "round_robin"  # the official code's schedule
+    config.data.epoch_length = "official"  # its samplers' len(cluster) // 80 batches an epoch
     # PAMI's DistanceWeightedSampler takes n = the embedding width (512) even for masked views.
     config.loss.distance_weighted_dim = "embedding"
     config.optim.masks.learning_rate = 1e-3

@@ -340,6 +340,7 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) 
     sampler_lib.check_batch_layout(
         config.data.batch_size, config.data.samples_per_class, config.divide.num_learners,
         config.divide.learner_schedule, min_classes=1 if config.loss.name in PROXY_LOSSES else 2)
+    sampler_lib.check_epoch_length(config.data.get("epoch_length", "exact"))
     # Data first: a missing data set must fail before anything is written.
     datasets = sources.load_dataset(config.data)
     run_guard.check_writable(workdir)
@@ -423,7 +424,7 @@ def _run(config, workdir, datasets, stop):
         sampler = sampler_lib.make_sampler(
             config.divide.learner_schedule, trainer.train_set.labels, assignment,
             phase.num_learners, config.data.batch_size, config.data.samples_per_class,
-            config.seed)
+            config.seed, config.data.get("epoch_length", "exact"))
 
         def save_mid_epoch(state_, history_, epoch=epoch, record=record, assignment=assignment):
             ckpt.save(state_, assignment, {"epoch": epoch, "complete": False,

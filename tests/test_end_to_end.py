@@ -123,6 +123,15 @@ def test_round_robin_schedule_trains_one_learner_per_step(tmp_path, cache_dir):
     assert np.isfinite(record["loss"]) and all(x > 0 for x in record["loss_per_learner"])
 
 
+def test_official_epoch_length_runs_the_official_number_of_steps(tmp_path, cache_dir):
+    config = _config(cache_dir, 1)
+    config.data.epoch_length = "official"
+    record = train.train_and_evaluate(config, str(tmp_path))
+    slots = config.data.batch_size // config.divide.num_learners
+    assert record["steps"] == max(max(1, n // slots) for n in record["cluster_sizes"])
+    assert np.isfinite(record["loss"])
+
+
 def test_pami_schedule_splits_clusters_and_grows_learned_masks(tmp_path, cache_dir):
     config = _config(cache_dir, 2)
     config.divide.schedule = "pami"

@@ -103,6 +103,36 @@ def test_every_image_is_a_primary_draw_exactly_once(schedule):
                 assert counts == [1] * (len(rows) - fillers) + [2] * fillers
 
 
+@pytest.mark.parametrize("schedule", ["joint", "round_robin"])
+def test_official_epoch_length_is_len_cluster_over_the_batch(schedule):
+    """'official': each learner serves len(cluster) // (P*M) batches an epoch, as the official
+    ClassBalancedSampler; the batches are those the 'exact' epoch starts with, so classes,
+    chunks, learners and resuming behave the same."""
+    labels, assignment = _data(seed=4, classes=80, k=3, low=2, high=7)  # small classes
+    exact = make_sampler(schedule, labels, assignment, 3, 48, 4, seed=1)
+    official = make_sampler(schedule, labels, assignment, 3, 48, 4, seed=1,
+                            epoch_length="official")
+    slots = official.slots
+    expected = [max(1, int(np.sum(assignment == k)) // slots) for k in range(3)]
+    passes = [c.num_batches for c in official.clusters]
+    assert all(e < p for e, p in zip(expected, passes))  # top-ups make a pass longer
+    per_learner = max(expected)
+    steps = per_learner if schedule == "joint" else 3 * per_learner
+    assert official.steps_per_epoch == steps < exact.steps_per_epoch
+    got = list(official.epoch(5))
+    want = list(exact.epoch(5))
+    for k in range(3):
+        # Learners with a shorter epoch start their next pass, exactly as in 'exact' epochs.
+        for (rows, _), (rows_exact, _) in zip(_parts(official, got, k), _parts(exact, want, k)):
+            np.testing.assert_array_equal(rows, rows_exact)
+            assert (assignment[rows] == k).all()
+    tail = list(official.epoch(5, start_step=steps // 2))
+    for x, y in zip(got[steps // 2:], tail):
+        np.testing.assert_array_equal(x.indices, y.indices)
+    with pytest.raises(ConfigError, match="data.epoch_length"):
+        make_sampler(schedule, labels, assignment, 3, 48, 4, seed=1, epoch_length="paper")
+
+
 def test_a_class_with_fewer_than_m_images_keeps_a_short_chunk_and_padding():
     labels = np.repeat(np.arange(6), [2, 3, 4, 5, 6, 7])
     assignment = np.zeros(len(labels), int)

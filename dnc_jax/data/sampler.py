@@ -40,6 +40,14 @@ batch, hence an optimiser step on nothing). An epoch is K' * R steps, one optimi
 a learner serves pass 0 in its first L_c rounds, then starts again with pass 1 (the official
 loader re-created when it runs out).
 
+Epoch length (`data.epoch_length`). 'exact' (above): a learner's epoch is its pass, L_k
+batches, so every usable image is a primary draw once. 'official': L_k = max(1, n_k // (P*M))
+batches for a cluster of n_k images, the official `ClassBalancedSampler`'s len(dataset) //
+batch_size; the epoch takes the first of them from the pass (a random subset of its chunks).
+Where classes are small the top-ups make a pass longer than n_k / (P*M) batches (SOP, 4 images a
+class: about 1.5 times), so 'official' epochs see about as many images as the official code's,
+and 'exact' ones every image. The schedules are otherwise the same.
+
 Resuming. `epoch(e, start_step)` yields exactly the batches `epoch(e)` yields from step
 `start_step` on; it plans only the passes those steps touch.
 """
@@ -52,6 +60,7 @@ import numpy as np
 from dnc_jax.data.errors import ConfigError
 
 SCHEDULES = ("joint", "round_robin")
+EPOCH_LENGTHS = ("exact", "official")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +112,11 @@ def check_batch_layout(batch_size: int, samples_per_class: int, max_learners: in
         f"{need}")
 
 
+def check_epoch_length(epoch_length: str) -> None:
+    if epoch_length not in EPOCH_LENGTHS:
+        raise ConfigError(f"data.epoch_length={epoch_length!r} is not one of {EPOCH_LENGTHS}")
+
+
 def _deal(chunks_per_class, num_batches, rng):
     """Batch (0..L-1) of each chunk, chunks listed class after class.
 
@@ -145,6 +159,13 @@ class _Cluster:
         self.chunks = -(-class_sizes // samples_per_class)
         self.num_chunks = int(self.chunks.sum())
         self.num_batches = -(-self.num_chunks // chunks_per_batch)  # L; 0 for an empty cluster
+
+    def epoch_batches(self, epoch_length: str) -> int:
+        """Batches this cluster's learner serves in an epoch: its pass ('exact'), or the
+        official sampler's len(cluster) // batch ('official', at least 1; never past a pass)."""
+        if epoch_length == "exact" or not self.num_batches:
+            return self.num_batches
+        return min(self.num_batches, max(1, int(self.sizes.sum()) // (self.p * self.m)))
 
     def plan_pass(self, rng):
         """(images, primary) [L, P*M]: the pass's batches in order; -1 marks padding."""
@@ -197,7 +218,9 @@ class _ClusterSampler:
     """What both schedules share: per-cluster class lists, argument checks, batch assembly."""
 
     def __init__(self, labels, assignment, num_learners, batch_size, samples_per_class, seed,
-                 slots_per_learner):
+                 slots_per_learner, epoch_length="exact"):
+        check_epoch_length(epoch_length)
+        self.epoch_length = epoch_length
         labels = np.asarray(labels)
         assignment = np.asarray(assignment)
         if labels.shape != assignment.shape or labels.ndim != 1:
@@ -255,12 +278,13 @@ class JointSampler(_ClusterSampler):
       assignment: int [N] cluster (= learner) of each image, -1 for images not used.
     """
 
-    def __init__(self, labels, assignment, num_learners, batch_size, samples_per_class, seed):
+    def __init__(self, labels, assignment, num_learners, batch_size, samples_per_class, seed,
+                 epoch_length="exact"):
         slots = learner_slots(batch_size, num_learners, samples_per_class)
         super().__init__(labels, assignment, num_learners, batch_size, samples_per_class, seed,
-                         slots)
+                         slots, epoch_length)
         self.classes_per_batch = slots // samples_per_class
-        self.steps_per_epoch = max(c.num_batches for c in self.clusters)
+        self.steps_per_epoch = max(c.epoch_batches(epoch_length) for c in self.clusters)
         # Padding slots past K*S get the last learner's id: any id would do, they are invalid.
         self._learners = np.minimum(np.arange(batch_size) // slots,
                                     num_learners - 1).astype(np.int32)
@@ -281,13 +305,14 @@ class JointSampler(_ClusterSampler):
 class RoundRobinSampler(_ClusterSampler):
     """`round_robin` schedule: one learner per batch, learners take turns (module docstring)."""
 
-    def __init__(self, labels, assignment, num_learners, batch_size, samples_per_class, seed):
+    def __init__(self, labels, assignment, num_learners, batch_size, samples_per_class, seed,
+                 epoch_length="exact"):
         slots = learner_slots(batch_size, 1, samples_per_class)
         super().__init__(labels, assignment, num_learners, batch_size, samples_per_class, seed,
-                         slots)
+                         slots, epoch_length)
         self.classes_per_batch = slots // samples_per_class
         self.turns = [k for k, c in enumerate(self.clusters) if c.num_batches]
-        self.rounds_per_epoch = max(c.num_batches for c in self.clusters)
+        self.rounds_per_epoch = max(c.epoch_batches(epoch_length) for c in self.clusters)
         self.steps_per_epoch = len(self.turns) * self.rounds_per_epoch
 
     def epoch(self, epoch: int, start_step: int = 0):
@@ -306,13 +331,14 @@ class RoundRobinSampler(_ClusterSampler):
 
 
 def make_sampler(schedule: str, labels, assignment, num_learners, batch_size,
-                 samples_per_class, seed):
-    """The sampler of `divide.learner_schedule`: 'joint' or 'round_robin'."""
+                 samples_per_class, seed, epoch_length="exact"):
+    """The sampler of `divide.learner_schedule` ('joint' or 'round_robin'), its epochs as
+    long as `data.epoch_length` says ('exact' or 'official', module docstring)."""
     classes = {"joint": JointSampler, "round_robin": RoundRobinSampler}
     if schedule not in classes:
         raise ConfigError(f"divide.learner_schedule={schedule!r} is not one of {SCHEDULES}")
     return classes[schedule](labels, assignment, num_learners, batch_size, samples_per_class,
-                             seed)
+                             seed, epoch_length)
 
 
 def remove_singletons(labels, assignment):
