@@ -15,6 +15,10 @@ from dnc_jax.data.errors import DataError
 _NEUTRAL_PREFIXES = ("progress", "log_every_steps", "num_epochs", "checkpoint.", "eval.",
                      "data.cache_dir", "data.root", "data.tfds_data_dir", "data.eval_batch_size")
 
+# Keys added after runs were saved without them, with the value that does what the code did
+# before the key existed: such a run resumes as it was trained when the key holds that value.
+_ADDED_KEYS = {"data.epoch_length": "exact", "loss.distance_weighted_dim": "view"}
+
 
 class RunError(DataError):
     """A run that cannot start as asked; the message says why and what to do."""
@@ -80,6 +84,8 @@ def changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
     for k in keys:
         name = f"{prefix}{k}"
         a, b = saved.get(k, "<absent>"), current.get(k, "<absent>")
+        if a == "<absent>" and name in _ADDED_KEYS:
+            a = _ADDED_KEYS[name]
         if isinstance(a, dict) and isinstance(b, dict):
             out += changed_keys(a, b, name + ".")
         elif _normalise(a) != _normalise(b) and not name.startswith(_NEUTRAL_PREFIXES):

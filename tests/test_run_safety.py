@@ -128,6 +128,18 @@ def test_resuming_with_a_different_config_lists_the_keys(tmp_path, cache_dir):
     assert "num_epochs" not in message and "--allow_config_change" in message
 
 
+def test_keys_added_later_count_as_their_old_behaviour():
+    """A run saved before data.epoch_length existed trained 'exact' epochs: resuming it with
+    'exact' is no change, with 'official' it is."""
+    saved = {"data": {"batch_size": 80}, "loss": {"name": "margin"}}
+    current = {"data": {"batch_size": 80, "epoch_length": "exact"},
+               "loss": {"name": "margin", "distance_weighted_dim": "view"}}
+    assert run_guard.changed_keys(saved, current) == []
+    current["data"]["epoch_length"] = "official"
+    assert run_guard.changed_keys(saved, current) == [
+        "data.epoch_length: 'exact' -> 'official'"]
+
+
 def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir, monkeypatch):
     workdir = str(tmp_path)
     config = _config(cache_dir, 1)
