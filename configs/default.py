@@ -111,6 +111,9 @@ def get_config():
         config.optim[group] = ml_collections.ConfigDict()
         config.optim[group].learning_rate = 1e-5  # Adam learning rate (both official repos)
         config.optim[group].weight_decay = 1e-4   # coupled L2 (CVPR and PAMI README: 1e-4)
+    config.optim.joint_lr_rule = "none"    # 'joint' schedule: network rate x K ('linear'),
+                                           # x sqrt(K) ('sqrt') or x 1 ('none'), K = the epoch's
+                                           # active learners (a joint epoch has K x fewer steps)
     config.optim.lr_decay_every = 0        # multiply every learning rate by lr_decay_factor
     config.optim.lr_decay_factor = 0.3     # every this many epochs (0: constant, both repos)
     config.optim.masks = ml_collections.ConfigDict()  # PAMI learned masks (divide.masks='learned')
@@ -124,6 +127,9 @@ def get_config():
                                               # learners take turns, one batch and one optimiser
                                               # step each (the official code's schedule)
     config.divide.recluster_every = 2      # epochs between reclusterings (0: never)
+    config.divide.warmup_epochs = 0        # 'cvpr': train one learner on all data for this many
+                                           # epochs before the first clustering (0: cluster the
+                                           # starting model, as the papers do)
     config.divide.full_embedding_epoch = 80  # from this epoch learners train the whole
                                              # embedding on their clusters (-1: never)
     config.divide.finetune_epoch = 190     # from this epoch one learner, all data (-1: never)

@@ -88,7 +88,8 @@ def make_train_step(model, optimizer, loss_fn, aug_config):
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "total_loss": total, "loss_per_learner": aux["per_learner"],
-                   "active_terms": aux["active"], "grad_norm": optax.tree.norm(grads)}
+                   "active_terms": aux["active"], "grad_norm": optax.tree.norm(grads),
+                   "images": jnp.sum(batch["valid"].astype(jnp.int32))}
         for key in ("triplets", "orthogonality"):
             if key in aux:
                 metrics[key] = aux[key]

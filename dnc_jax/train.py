@@ -91,11 +91,34 @@ def group_learning_rates(config, phase, base_rates) -> dict[str, float]:
     every = config.optim.get("lr_decay_every", 0)
     decay = config.optim.get("lr_decay_factor", 1.0) ** (phase.epoch // every) if every else 1.0
     rates = {group: rate * decay for group, rate in base_rates.items()}
+    scale = joint_lr_scale(config, phase.num_learners)
+    for group in ("backbone", "head"):
+        rates[group] *= scale
     if phase.freeze_backbone:
         rates["backbone"] = 0.0
     if config.divide.masks != "learned" or phase.full_embedding:
         rates["masks"] = 0.0  # PAMI drops the masks from the optimiser when conquering
     return rates
+
+
+JOINT_LR_RULES = ("none", "sqrt", "linear")
+
+
+def joint_lr_scale(config, num_learners: int) -> float:
+    """The network's learning-rate multiplier under the 'joint' schedule (`optim.joint_lr_rule`).
+
+    A joint step serves all K learners at once, so an epoch takes K times fewer optimiser steps
+    than round robin; Adam moves each weight by about the learning rate a step, so at the same
+    rate the network travels about K times less per epoch. 'linear' gives it K times the rate,
+    'sqrt' sqrt(K) (the square-root rule for Adam when the batch grows K-fold). Round robin and
+    one-learner epochs keep the base rate.
+    """
+    rule = config.optim.get("joint_lr_rule", "none")
+    if rule not in JOINT_LR_RULES:
+        raise ValueError(f"optim.joint_lr_rule must be one of {JOINT_LR_RULES}, got {rule!r}")
+    if config.divide.learner_schedule != "joint" or rule == "none":
+        return 1.0
+    return float(num_learners) if rule == "linear" else float(np.sqrt(num_learners))
 
 
 class Trainer:
@@ -205,6 +228,7 @@ class Trainer:
                 x, assignment, labels, jax.random.fold_in(rng, 1), trials=c.split_trials,
                 iterations=c.kmeans_iterations, init=c.kmeans_init)
             info["split_rejected"] = rejected
+        info["class_purity"] = recluster.class_purity(assignment, labels)
         return sampler_lib.remove_singletons(labels, assignment), info
 
     # -- one epoch of training -------------------------------------------------------------
@@ -300,6 +324,8 @@ def summarise_epoch(history, num_learners, batch_size, seconds):
     summary = {"loss": float(losses.mean()),
                "loss_per_learner": per_learner[:num_learners].tolist(),
                "steps": len(history),
+               # Valid (non-padding) slots trained on; absent from steps saved before it existed.
+               "images": int(sum(h.get("images", 0) for h in history)),
                "images_per_second": len(history) * batch_size / max(seconds, 1e-9)}
     if "orthogonality" in history[0]:
         summary["orthogonality"] = float(np.mean([h["orthogonality"] for h in history]))
@@ -416,9 +442,11 @@ def _run(config, workdir, datasets, stop):
                                                    jax.random.fold_in(cluster_rng, epoch))
                 stats = cluster_stats(trainer.train_set.labels, assignment, phase.num_learners)
                 record.update(info, **stats, recluster_seconds=time.time() - t0)
+                purity = (f", class purity {100 * record['class_purity']:.1f}%"
+                          if "class_purity" in record else "")
                 logs.say(f"{'':>10}  clusters: {stats['cluster_sizes']} images, "
                          f"{stats['cluster_classes']} classes, {stats['removed_images']} "
-                         f"singletons set aside ({record['recluster_seconds']:.1f} s)")
+                         f"singletons set aside{purity} ({record['recluster_seconds']:.1f} s)")
         state = state.replace(opt_state=optim.set_learning_rates(
             state.opt_state, group_learning_rates(config, phase, trainer.base_rates)))
         sampler = sampler_lib.make_sampler(

@@ -24,6 +24,23 @@ def acceptable(assignment, labels, k: int) -> bool:
     return bool((classes_per_cluster >= 2).all())
 
 
+def class_purity(assignment, labels) -> float:
+    """Mean over classes of the share of the class's images that its majority cluster holds.
+
+    1.0 when every cluster keeps whole classes (the premise of dividing: a learner sees all of
+    a class); 1/K when every class is spread evenly over the K clusters. Images set aside (-1)
+    count against their class, so pass the k-means output, before singleton removal.
+    """
+    assignment, labels = np.asarray(assignment), np.asarray(labels)
+    _, label_index = np.unique(labels, return_inverse=True)
+    k = int(assignment.max(initial=0)) + 1
+    counts = np.zeros((label_index.max(initial=-1) + 1, k), np.int64)
+    used = assignment >= 0
+    np.add.at(counts, (label_index[used], assignment[used]), 1)
+    totals = np.bincount(label_index, minlength=len(counts))
+    return float(np.mean(counts.max(axis=1) / np.maximum(totals, 1)))
+
+
 def flat_kmeans(x, k: int, labels, key, *, trials: int = 1, restarts: int = 1,
                 iterations: int = 100, init: str = "random"):
     """(assignment [N] int32 numpy, info) of the first of `trials` k-means runs that passes

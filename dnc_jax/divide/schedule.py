@@ -2,7 +2,9 @@
 
 Two plans, each as the official code runs it:
 
-- `cvpr` (METHOD.md §1.2): cluster into K before epoch 0 with the starting model, recluster
+- `cvpr` (METHOD.md §1.2): cluster into K before epoch 0 with the starting model (or, with
+  `warmup_epochs` W > 0, train one learner on all the data, the whole embedding, for epochs
+  0..W-1 and cluster before epoch W with the warmed-up model; not in the papers), recluster
   every `recluster_every` epochs, train the whole embedding on clustered batches from
   `full_embedding_epoch`, and from `finetune_epoch` train one learner on the whole training set.
 - `pami` (METHOD.md §1.3, `top_bot`): start with K = 1 and recluster every `recluster_every`
@@ -42,17 +44,26 @@ def phase(divide_config, epoch: int) -> Phase:
 
 
 def _cvpr_phase(c, epoch):
+    warmup = c.get("warmup_epochs", 0)
+    if warmup < 0:
+        raise ValueError(f"divide.warmup_epochs must be >= 0, got {warmup}")
+    warming = epoch < warmup
     finetuning = _at_or_after(epoch, c.finetune_epoch)
-    full = finetuning or _at_or_after(epoch, c.full_embedding_epoch)
-    num_learners = 1 if finetuning else c.num_learners
-    recluster = (not finetuning and num_learners > 1 and
-                 (epoch == 0 or (c.recluster_every > 0 and epoch % c.recluster_every == 0)))
+    one = warming or finetuning
+    full = one or _at_or_after(epoch, c.full_embedding_epoch)
+    num_learners = 1 if one else c.num_learners
+    since = epoch - warmup  # reclustering counts from the first clustering
+    recluster = (not one and num_learners > 1 and
+                 (since == 0 or (c.recluster_every > 0 and since % c.recluster_every == 0)))
     return Phase(epoch, num_learners, recluster, split=False,
-                 whole_dataset=finetuning or num_learners == 1, full_embedding=full,
+                 whole_dataset=one or num_learners == 1, full_embedding=full,
                  freeze_backbone=False)
 
 
 def _pami_phase(c, epoch):
+    if c.get("warmup_epochs", 0):
+        raise ValueError("divide.warmup_epochs is for the 'cvpr' schedule; 'pami' already "
+                         "trains one learner for its first divide.recluster_every epochs")
     every = c.recluster_every
     if every <= 0:
         raise ValueError("divide.schedule='pami' needs divide.recluster_every > 0")

@@ -1,0 +1,401 @@
+"""Does Divide and Conquer beat its own K=1 baseline, and does 'joint' train as well as round robin?
+
+One command trains the same backbone, loss and data under a grid of settings, for several seeds
+each, and writes a markdown table (last-epoch R@1, R@4, MAP@R, NMI: mean and std over seeds;
+images trained on; wall time) and a plot (R@1 per epoch, one line per setting, seeds shaded):
+
+    python bench/accuracy.py                          # the glyph demo set, offline (CPU: ~1 h)
+    python bench/accuracy.py --grid=investigate       # K=4 variants: warm-up, interval, ...
+    python bench/accuracy.py --set data.name=folder --set data.root=/data/mine
+    python bench/accuracy.py --gpu_command            # prints the full-size GPU command
+
+The grid is built from a base config (`--config`, default configs/demo.py). Its per-learner
+batch b (its batch_size / K under 'joint', its batch_size under 'round_robin') is kept for
+every setting: K=k under 'joint' trains batches of k x b, under 'round_robin' batches of b,
+so every learner step sees the same number of images and every setting sees every usable image
+once an epoch. `--epochs=E` compresses the base's phase plan (the full-embedding and finetune
+epochs scale with E); `--epochs=0` keeps the config's own.
+
+Each run is `python -m dnc_jax.main` in its own process and workdir (OUT/runs/SETTING/seedS),
+so any run can be repeated alone with the command written beside it (`command.txt`). A run
+whose `summary.json` exists is not run again: a killed bench, started again, goes on where it
+stopped. Runs share a persistent XLA compilation cache (OUT/xla_cache).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import numpy as np  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    group: str        # the table's section
+    overrides: dict   # config key -> value, on top of the base config
+
+
+def _base_config(path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_base_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def per_learner_batch(base) -> int:
+    if base.divide.learner_schedule == "joint":
+        return base.data.batch_size // base.divide.num_learners
+    return base.data.batch_size
+
+
+def phase_epochs(base, epochs: int) -> dict:
+    """The base's phase plan compressed to `epochs` (0: as the config has it)."""
+    if epochs <= 0:
+        return {}
+    scale = epochs / base.num_epochs
+
+    def scaled(epoch):
+        return -1 if epoch < 0 else max(1, round(epoch * scale))
+
+    return {"num_epochs": epochs,
+            "divide.full_embedding_epoch": scaled(base.divide.full_embedding_epoch),
+            "divide.finetune_epoch": scaled(base.divide.finetune_epoch)}
+
+
+def _cvpr(k, schedule, rule, b, **extra):
+    batch = k * b if schedule == "joint" else b
+    out = {"divide.schedule": "cvpr", "divide.masks": "slices", "divide.num_learners": k,
+           "divide.learner_schedule": schedule, "optim.joint_lr_rule": rule,
+           "data.batch_size": batch}
+    out.update(extra)
+    return out
+
+
+def _pami(k, masks, schedule, rule, b, **extra):
+    out = _cvpr(k, schedule, rule, b, **extra)
+    out.update({"divide.schedule": "pami", "divide.masks": masks, "divide.finetune_epoch": -1,
+                "divide.freeze_epochs": 1})
+    return out
+
+
+def _label(schedule, rule):
+    return "round_robin" if schedule == "round_robin" else f"joint, lr rule {rule}"
+
+
+def grid(name: str, base) -> list[Setting]:
+    """The settings of a named grid."""
+    b = per_learner_batch(base)
+    k_base = base.divide.num_learners
+    settings = []
+    if name in ("main", "smoke", "demo"):
+        settings.append(Setting("K1", "baseline", _cvpr(1, "round_robin", "none", b)))
+    if name == "main":
+        settings.append(Setting(f"K1-batch{k_base * b}", "baseline",
+                                _cvpr(1, "round_robin", "none", k_base * b)))
+        for k in (2, 4, 8):
+            for schedule, rule in (("round_robin", "none"), ("joint", "none"),
+                                   ("joint", "linear")):
+                tag = "rr" if schedule == "round_robin" else f"joint-{rule}"
+                settings.append(Setting(f"cvpr-K{k}-{tag}", "CVPR slices",
+                                        _cvpr(k, schedule, rule, b)))
+        settings.append(Setting(f"cvpr-K{k_base}-joint-sqrt", "CVPR slices",
+                                _cvpr(k_base, "joint", "sqrt", b)))
+        for masks in ("learned", "fixed"):
+            for schedule, rule in (("round_robin", "none"), ("joint", "none"),
+                                   ("joint", "linear")):
+                tag = "rr" if schedule == "round_robin" else f"joint-{rule}"
+                settings.append(Setting(f"pami-{masks}-K{k_base}-{tag}",
+                                        f"PAMI, {masks} masks",
+                                        _pami(k_base, masks, schedule, rule, b)))
+    elif name == "smoke":
+        settings.append(Setting("cvpr-K2-joint-linear", "CVPR slices",
+                                _cvpr(2, "joint", "linear", b)))
+    elif name == "demo":
+        settings.append(Setting(f"cvpr-K{k_base}-demo", "the demo's D&C run",
+                                {"divide.num_learners": k_base}))
+        # The demo's own batch: as many steps an epoch as its K-learner joint run.
+        settings[0] = Setting("K1", "baseline", {"divide.num_learners": 1})
+    elif name == "investigate":
+        k, every = k_base, base.divide.recluster_every
+        variants = {
+            "reference": {},
+            "recluster-every-1": {"divide.recluster_every": 1},
+            f"recluster-every-{2 * every}": {"divide.recluster_every": 2 * every},
+            "warmup-2": {"divide.warmup_epochs": 2},
+            "cluster-on-embedding": {"divide.cluster_on": "embedding"},
+        }
+        for schedule, rule in (("round_robin", "none"), ("joint", "linear")):
+            tag = "rr" if schedule == "round_robin" else f"joint-{rule}"
+            for vname, extra in variants.items():
+                settings.append(Setting(f"cvpr-K{k}-{tag}-{vname}", f"CVPR K={k}, {tag}",
+                                        _cvpr(k, schedule, rule, b, **extra)))
+    else:
+        raise SystemExit(f"bench/accuracy.py: unknown --grid={name!r} "
+                         f"(main | investigate | demo | smoke)")
+    return settings
+
+
+# -- running ---------------------------------------------------------------------------------
+
+def _flag(key, value):
+    if isinstance(value, bool):
+        value = str(value)
+    elif isinstance(value, (tuple, list)):
+        value = "(" + ",".join(map(str, value)) + ("," if len(value) == 1 else "") + ")"
+    return f"--config.{key}={value}"
+
+
+def run_command(config_path, workdir, seed, overrides, user_sets) -> list[str]:
+    cmd = [sys.executable, "-m", "dnc_jax.main", f"--config={config_path}",
+           f"--workdir={workdir}", f"--config.seed={seed}", "--config.progress=False",
+           # Only the last epoch is saved: the bench reads metrics, not weights.
+           "--config.checkpoint.every_epochs=100000",
+           "--config.checkpoint.keep_best_on_test=False", "--config.eval.nmi=True"]
+    cmd += [_flag(k, v) for k, v in overrides.items()]
+    cmd += [f"--config.{s}" for s in user_sets]
+    return cmd
+
+
+def _run_one(cmd, workdir, env) -> dict:
+    summary = os.path.join(workdir, "summary.json")
+    if os.path.exists(summary):
+        return {"skipped": True}
+    if os.path.exists(workdir):  # a run killed before its end: start it again from scratch
+        shutil.rmtree(workdir)
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, "command.txt"), "w") as f:
+        f.write(shlex.join(cmd) + "\n")
+    t0 = time.time()
+    with open(os.path.join(workdir, "log.txt"), "w") as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    seconds = time.time() - t0
+    with open(os.path.join(workdir, "wall_seconds.txt"), "w") as f:
+        f.write(f"{seconds:.1f}\n")
+    if rc != 0 or not os.path.exists(summary):
+        tail = open(os.path.join(workdir, "log.txt")).read().strip().splitlines()[-3:]
+        raise RuntimeError(f"run {workdir} failed (exit {rc}): " + " | ".join(tail))
+    return {"seconds": seconds}
+
+
+def read_run(workdir) -> dict:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    trained = [r for r in records if r.get("epoch", -1) >= 0]
+    last = trained[-1]
+    with open(os.path.join(workdir, "wall_seconds.txt")) as f:
+        seconds = float(f.read())
+    purity = [r["class_purity"] for r in trained if "class_purity" in r]
+    return {
+        "r1": last["recall@1"], "r4": last.get("recall@4", float("nan")),
+        "map_r": last.get("map@r", float("nan")), "nmi": last.get("nmi", float("nan")),
+        "images": sum(r.get("images", 0) for r in trained),
+        "steps": sum(r.get("steps", 0) for r in trained),
+        "seconds": seconds,
+        "curve": [(r["epoch"], r["recall@1"]) for r in records if "recall@1" in r],
+        "first_purity": purity[0] if purity else float("nan"),
+        "last_purity": purity[-1] if purity else float("nan"),
+        "finite": all(math.isfinite(r.get("loss", 0.0)) for r in trained),
+    }
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+def _mean_std(values, scale=100.0):
+    v = np.asarray(values, np.float64) * scale
+    if len(v) == 0 or not np.all(np.isfinite(v)):
+        return "n/a"
+    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
+
+
+def table(settings, results, seeds) -> str:
+    baseline = results.get(settings[0].name)
+    lines = [
+        "| setting | schedule | K | batch | R@1 | Δ R@1 vs " + settings[0].name +
+        " | R@4 | MAP@R | NMI | class purity (first → last clustering) | images trained | "
+        "steps | wall s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in settings:
+        runs = results.get(s.name)
+        if not runs:
+            continue
+        o = s.overrides
+        schedule = o.get("divide.learner_schedule", "joint")
+        rule = o.get("optim.joint_lr_rule", "none")
+        plan = o.get("divide.schedule", "cvpr")
+        r1 = np.array([r["r1"] for r in runs])
+        if baseline and s.name != settings[0].name:
+            # Difference of seed means, with the std of that difference (independent seeds).
+            b1 = np.array([r["r1"] for r in baseline])
+            delta = 100 * (r1.mean() - b1.mean())
+            err = 100 * math.sqrt(r1.var(ddof=1) / len(r1) + b1.var(ddof=1) / len(b1)) \
+                if len(r1) > 1 and len(b1) > 1 else float("nan")
+            delta_s = f"{delta:+.2f}" + (f" ± {err:.2f}" if math.isfinite(err) else "")
+        else:
+            delta_s = "—"
+        purity = "—"
+        if any(math.isfinite(r["first_purity"]) for r in runs):
+            purity = (f"{100 * np.mean([r['first_purity'] for r in runs]):.0f}% → "
+                      f"{100 * np.mean([r['last_purity'] for r in runs]):.0f}%")
+        lines.append(
+            f"| {s.name} | {plan}, {_label(schedule, rule)} | "
+            f"{o.get('divide.num_learners', '')} | {o.get('data.batch_size', '')} | "
+            f"{_mean_std(r1)} | {delta_s} | {_mean_std([r['r4'] for r in runs])} | "
+            f"{_mean_std([r['map_r'] for r in runs])} | {_mean_std([r['nmi'] for r in runs])} | "
+            f"{purity} | {np.mean([r['images'] for r in runs]):,.0f} | "
+            f"{np.mean([r['steps'] for r in runs]):,.0f} | "
+            f"{np.mean([r['seconds'] for r in runs]):.0f} |")
+    return "\n".join(lines)
+
+
+def plot(settings, results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 6))
+    cmap = plt.get_cmap("tab20")
+    for i, s in enumerate(settings):
+        runs = results.get(s.name)
+        if not runs:
+            continue
+        epochs = [e for e, _ in runs[0]["curve"]]
+        curves = np.array([[v for _, v in r["curve"]] for r in runs]) * 100
+        style = "--" if s.overrides.get("divide.learner_schedule") == "round_robin" else "-"
+        if s.overrides.get("divide.num_learners") == 1:
+            style = ":"
+        color = "k" if i == 0 else cmap(i % 20)
+        ax.plot(epochs, curves.mean(0), style, color=color, label=s.name, lw=2 if i == 0 else 1)
+        ax.fill_between(epochs, curves.min(0), curves.max(0), color=color, alpha=0.12)
+    ax.set(xlabel="epoch (-1: untrained)", ylabel="R@1 on the unseen test classes (%)",
+           title="R@1 per epoch: mean over seeds, shaded min to max")
+    ax.legend(fontsize="x-small", ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def machine_line() -> str:
+    import jax
+
+    return (f"{platform.node() or 'host'}: {os.cpu_count()} CPUs, {platform.machine()}, "
+            f"python {platform.python_version()}, jax {jax.__version__}")
+
+
+def gpu_command(args) -> str:
+    return ("python bench/accuracy.py --config=configs/cub.py --epochs=0 --seeds=0,1,2 "
+            "--jobs=1 --out=runs/accuracy-cub --set data.root=/data/CUB_200_2011   "
+            "# ResNet-50 (ImageNet weights), 224 px crops, the CUB config's 100 epochs; "
+            "configs/cars.py or configs/sop.py the same way")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/demo.py", help="base config file")
+    parser.add_argument("--grid", default="main", help="main | investigate | demo | smoke")
+    parser.add_argument("--settings", default="", help="comma-separated setting names to run "
+                        "(default: the whole grid); the first of the grid is always the reference")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="compress the base's phase plan to this many epochs (0: keep)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="runs at once; with more than one, each uses one CPU thread")
+    parser.add_argument("--out", default="runs/accuracy", help="output folder")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every run (repeatable), e.g. "
+                             "--set data.name=folder --set data.root=/data/mine")
+    parser.add_argument("--gpu_command", action="store_true",
+                        help="print the command for the full-size table on a GPU and exit")
+    args = parser.parse_args(argv)
+    if args.gpu_command:
+        print(gpu_command(args))
+        return 0
+
+    config_path = os.path.abspath(os.path.join(REPO, args.config)
+                                  if not os.path.isabs(args.config) else args.config)
+    base = _base_config(config_path)
+    settings = grid(args.grid, base)
+    if args.settings:
+        wanted = set(args.settings.split(","))
+        unknown = wanted - {s.name for s in settings}
+        if unknown:
+            raise SystemExit(f"bench/accuracy.py: --settings names not in --grid={args.grid}: "
+                             f"{sorted(unknown)}; known: {[s.name for s in settings]}")
+        settings = [s for i, s in enumerate(settings) if i == 0 or s.name in wanted]
+    seeds = [int(s) for s in args.seeds.split(",") if s != ""]
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(out, "xla_cache"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    if args.jobs > 1:
+        # Small models scale poorly over threads: one thread a run, runs side by side.
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                            " --xla_cpu_multi_thread_eigen=false"
+                            " intra_op_parallelism_threads=1").strip()
+
+    epochs = phase_epochs(base, args.epochs)
+    jobs = []
+    for s in settings:
+        for seed in seeds:
+            workdir = os.path.join(out, "runs", s.name, f"seed{seed}")
+            overrides = {**epochs, **s.overrides}
+            jobs.append((s, seed, workdir, run_command(config_path, workdir, seed, overrides,
+                                                       args.set)))
+    print(f"bench/accuracy.py: {len(settings)} settings x {len(seeds)} seeds = {len(jobs)} runs "
+          f"into {out} ({args.jobs} at once)", flush=True)
+    t0 = time.time()
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        futures = {pool.submit(_run_one, cmd, wd, env): (s, seed) for s, seed, wd, cmd in jobs}
+        for n, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            s, seed = futures[future]
+            info = future.result()
+            what = "done before" if info.get("skipped") else f"{info['seconds']:.0f} s"
+            print(f"  [{n}/{len(jobs)}] {s.name} seed {seed}: {what} "
+                  f"({time.time() - t0:.0f} s in all)", flush=True)
+
+    results = {s.name: [read_run(os.path.join(out, "runs", s.name, f"seed{seed}"))
+                        for seed in seeds] for s in settings}
+    bad = [f"{name} seed {seeds[i]}" for name, runs in results.items()
+           for i, r in enumerate(runs) if not r["finite"] or not math.isfinite(r["r1"])]
+    text = [f"# Accuracy: {os.path.relpath(config_path, REPO)}, grid '{args.grid}'", "",
+            f"Machine: {machine_line()}. Seeds {seeds}; "
+            f"{args.epochs or base.num_epochs} epochs; per-learner batch "
+            f"{per_learner_batch(base)}; extra overrides: {args.set or 'none'}. "
+            f"Command: `python bench/accuracy.py {shlex.join(argv if argv is not None else sys.argv[1:])}`. "
+            f"Last-epoch metrics on the unseen test classes, mean ± std over seeds; "
+            f"Δ: difference of means ± its standard error.", "",
+            table(settings, results, seeds), ""]
+    if bad:
+        text.append(f"Non-finite values in: {', '.join(bad)}")
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write("\n".join(text) + "\n")
+    plot(settings, results, os.path.join(out, "recall.png"))
+    print("\n".join(text))
+    print(f"written: {os.path.join(out, 'table.md')}, {os.path.join(out, 'recall.png')}")
+    print(f"full size on a GPU: {gpu_command(args)}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
