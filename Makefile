@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo test venv test-venv clean-venv
+.PHONY: demo demo-compare test venv test-venv clean-venv
 
 venv: $(VENV)/.installed
 test-venv: $(VENV)/.installed-test
@@ -22,6 +22,10 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 
 demo: venv
 	$(PY) -m dnc_jax.main --config=configs/demo.py --workdir=$(WORKDIR)
+
+# The demo beside its K=1 baseline (same config, divide.num_learners=1), one table.
+demo-compare: venv
+	$(PY) bench/accuracy.py --grid=demo --epochs=0 --seeds=0 --out=runs/demo-compare-$(shell date +%Y%m%d-%H%M%S)
 
 test: test-venv
 	JAX_PLATFORMS=cpu $(PY) -m pytest -q tests

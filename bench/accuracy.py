@@ -132,19 +132,20 @@ def grid(name: str, base) -> list[Setting]:
         # The demo's own batch: as many steps an epoch as its K-learner joint run.
         settings[0] = Setting("K1", "baseline", {"divide.num_learners": 1})
     elif name == "investigate":
+        # One thing changed at a time from the K-learner round-robin run of the main grid
+        # (same names: runs of both grids in one --out are shared, never repeated).
         k, every = k_base, base.divide.recluster_every
+        settings.append(Setting("K1", "baseline", _cvpr(1, "round_robin", "none", b)))
         variants = {
-            "reference": {},
-            "recluster-every-1": {"divide.recluster_every": 1},
-            f"recluster-every-{2 * every}": {"divide.recluster_every": 2 * every},
-            "warmup-2": {"divide.warmup_epochs": 2},
-            "cluster-on-embedding": {"divide.cluster_on": "embedding"},
+            "": {},
+            "-recluster-every-1": {"divide.recluster_every": 1},
+            f"-recluster-every-{2 * every}": {"divide.recluster_every": 2 * every},
+            "-warmup-2": {"divide.warmup_epochs": 2},
+            "-cluster-on-embedding": {"divide.cluster_on": "embedding"},
         }
-        for schedule, rule in (("round_robin", "none"), ("joint", "linear")):
-            tag = "rr" if schedule == "round_robin" else f"joint-{rule}"
-            for vname, extra in variants.items():
-                settings.append(Setting(f"cvpr-K{k}-{tag}-{vname}", f"CVPR K={k}, {tag}",
-                                        _cvpr(k, schedule, rule, b, **extra)))
+        for vname, extra in variants.items():
+            settings.append(Setting(f"cvpr-K{k}-rr{vname}", f"CVPR K={k}, round robin",
+                                    _cvpr(k, "round_robin", "none", b, **extra)))
     else:
         raise SystemExit(f"bench/accuracy.py: unknown --grid={name!r} "
                          f"(main | investigate | demo | smoke)")
@@ -211,7 +212,28 @@ def read_run(workdir) -> dict:
         "first_purity": purity[0] if purity else float("nan"),
         "last_purity": purity[-1] if purity else float("nan"),
         "finite": all(math.isfinite(r.get("loss", 0.0)) for r in trained),
+        "clusterings": [_clustering(r) for r in trained if "cluster_sizes" in r
+                        and len(r["cluster_sizes"]) > 1],
+        "divided": [_divided(r) for r in trained
+                    if r.get("num_learners", 1) > 1 and not r.get("full_embedding")],
     }
+
+
+def _clustering(record) -> dict:
+    sizes = np.asarray(record["cluster_sizes"], np.float64)
+    classes = np.asarray(record["cluster_classes"], np.float64)
+    return {"epoch": record["epoch"], "purity": record.get("class_purity", float("nan")),
+            "size_ratio": sizes.max() / max(sizes.min(), 1.0),
+            "classes_per_cluster": float(classes.mean()),
+            # The matching cost is a symmetric difference: a moved image counts twice.
+            "moved": record.get("matching_cost", float("nan")) / max(2 * sizes.sum(), 1.0)}
+
+
+def _divided(record) -> dict:
+    losses = np.asarray(record["loss_per_learner"], np.float64)
+    return {"epoch": record["epoch"], "loss_spread": losses.max() - losses.min(),
+            "loss_mean": losses.mean(),
+            "mask_overlap": record.get("orthogonality", float("nan"))}
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -261,6 +283,50 @@ def table(settings, results, seeds) -> str:
             f"{np.mean([r['steps'] for r in runs]):,.0f} | "
             f"{np.mean([r['seconds'] for r in runs]):.0f} |")
     return "\n".join(lines)
+
+
+def diagnostics(settings, results, train_classes) -> str:
+    """Per D&C setting, means over seeds: how the clusters look and how the learners train."""
+    lines = [
+        "| setting | clusterings | class purity: first / mean / last | classes per cluster "
+        f"(of {train_classes}) | largest / smallest cluster | images changing learner at a "
+        "recluster | per-learner loss: mean, max - min (last divided epoch) | mask overlap |",
+        "|---|---|---|---|---|---|---|---|"]
+    for s in settings:
+        runs = results.get(s.name) or []
+        if not runs or not runs[0]["clusterings"]:
+            continue
+
+        def mean(key, pick, source="clusterings"):
+            values = [pick([c[key] for c in r[source]]) for r in runs if r[source]]
+            values = [v for v in values if math.isfinite(v)]
+            return float(np.mean(values)) if values else float("nan")
+
+        first = mean("purity", lambda v: v[0])
+        avg = mean("purity", np.mean)
+        last = mean("purity", lambda v: v[-1])
+        moved = mean("moved", lambda v: np.nanmean(v[1:]) if len(v) > 1 else float("nan"))
+        overlap = mean("mask_overlap", lambda v: v[-1], "divided")
+        lines.append(
+            f"| {s.name} | {len(runs[0]['clusterings'])} | "
+            f"{100 * first:.0f}% / {100 * avg:.0f}% / {100 * last:.0f}% | "
+            f"{mean('classes_per_cluster', np.mean):.1f} | "
+            f"{mean('size_ratio', np.mean):.1f} | "
+            + (f"{100 * moved:.0f}%" if math.isfinite(moved) else "—") + " | "
+            f"{mean('loss_mean', lambda v: v[-1], 'divided'):.3f}, "
+            f"{mean('loss_spread', lambda v: v[-1], 'divided'):.3f} | "
+            + (f"{overlap:.2f}" if math.isfinite(overlap) else "—") + " |")
+    return "\n".join(lines)
+
+
+def _train_classes(workdir) -> int:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            record = json.loads(line)
+            if "cluster_classes" in record:
+                return int(sum(record["cluster_classes"])) if len(
+                    record["cluster_classes"]) == 1 else -1
+    return -1
 
 
 def plot(settings, results, path):
@@ -318,6 +384,9 @@ def main(argv=None):
                         help="compress the base's phase plan to this many epochs (0: keep)")
     parser.add_argument("--jobs", type=int, default=2,
                         help="runs at once; with more than one, each uses one CPU thread")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads per run: 1 runs XLA single-threaded (the default when "
+                             "--jobs > 1), 0 leaves XLA's default")
     parser.add_argument("--out", default="runs/accuracy", help="output folder")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run (repeatable), e.g. "
@@ -348,7 +417,7 @@ def main(argv=None):
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    if args.jobs > 1:
+    if args.threads == 1 or (args.jobs > 1 and args.threads == 0):
         # Small models scale poorly over threads: one thread a run, runs side by side.
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                             " --xla_cpu_multi_thread_eigen=false"
@@ -386,13 +455,23 @@ def main(argv=None):
             f"Last-epoch metrics on the unseen test classes, mean ± std over seeds; "
             f"Δ: difference of means ± its standard error.", "",
             table(settings, results, seeds), ""]
+    diag = diagnostics(settings, results, _train_classes(
+        os.path.join(out, "runs", settings[0].name, f"seed{seeds[0]}")))
+    if diag.count("\n") > 1:
+        text += ["Diagnostics of the divided runs (means over seeds). Class purity: the share of "
+                 "a class's images that its majority cluster holds, averaged over classes (1/K: "
+                 "classes spread evenly). Mask overlap: PAMI's orthogonality term, the mean "
+                 "cosine between active learned masks.", "", diag, ""]
     if bad:
         text.append(f"Non-finite values in: {', '.join(bad)}")
-    with open(os.path.join(out, "table.md"), "w") as f:
+    # One table and plot per grid: grids may share an --out (and its runs).
+    table_path = os.path.join(out, f"table-{args.grid}.md")
+    plot_path = os.path.join(out, f"recall-{args.grid}.png")
+    with open(table_path, "w") as f:
         f.write("\n".join(text) + "\n")
-    plot(settings, results, os.path.join(out, "recall.png"))
+    plot(settings, results, plot_path)
     print("\n".join(text))
-    print(f"written: {os.path.join(out, 'table.md')}, {os.path.join(out, 'recall.png')}")
+    print(f"written: {table_path}, {plot_path}")
     print(f"full size on a GPU: {gpu_command(args)}")
     return 1 if bad else 0
 

@@ -46,6 +46,9 @@ def get_config():
                                         # small: SOP 1 / 1.5)
     config.data.eval_batch_size = 256  # images per embedding step at evaluation/clustering
     config.data.glyphs = ml_collections.ConfigDict()
+    config.data.glyphs.classes = "letters"  # 'letters' (Latin, Greek, Cyrillic, digits,
+                                   # symbols) | 'scripts' (9 scripts and symbol blocks as
+                                   # super-classes, 40 characters each)
     config.data.glyphs.seed = 0        # glyph rendering and class split (not the training seed)
     config.data.glyphs.min_faces = 12  # keep characters drawn by at least this many font faces
     config.data.glyphs.instances_per_face = 1  # jittered renderings per (character, face)

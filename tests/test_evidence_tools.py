@@ -92,11 +92,11 @@ def test_accuracy_bench_runs_its_smallest_grid_and_writes_its_table(tmp_path):
            f"--out={out}", f"--set=data.cache_dir={tmp_path / 'cache'}"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    table = (out / "table.md").read_text()
+    table = (out / "table-smoke.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| K1 ")
             or line.startswith("| cvpr-K2-joint-linear ")]
     assert len(rows) == 2 and "nan" not in table.lower()
-    assert os.path.getsize(out / "recall.png") > 1000
+    assert os.path.getsize(out / "recall-smoke.png") > 1000
     run = out / "runs" / "cvpr-K2-joint-linear" / "seed0"
     records = [json.loads(line) for line in open(run / "metrics.jsonl")]
     assert [r["epoch"] for r in records] == [-1, 0]
@@ -105,4 +105,4 @@ def test_accuracy_bench_runs_its_smallest_grid_and_writes_its_table(tmp_path):
     # Started again, it runs nothing and writes the same table.
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "done before" in again.stdout
-    assert (out / "table.md").read_text().split("| setting")[1] == table.split("| setting")[1]
+    assert (out / "table-smoke.md").read_text().split("| setting")[1] == table.split("| setting")[1]

@@ -224,3 +224,34 @@ def test_bad_arguments():
         glyphs.load_glyphs(max_classes=1)
     with pytest.raises(ValueError):
         glyphs.load_glyphs(seed=-1)
+
+
+def test_scripts_set_has_blocks_as_super_classes(tmp_path):
+    ds = glyphs.load_glyphs(cache_dir=str(tmp_path), image_size=16, classes="scripts",
+                            progress=False)
+    names = ds["train"].class_names + ds["test"].class_names
+    assert len(names) == len(set(names)) > 300
+    blocks = [glyphs.super_class(ch) for ch in names]
+    counts = {b: blocks.count(b) for b in set(blocks)}
+    # Every block is present, none is empty or over its cap, and no character is outside them.
+    assert set(counts) == {name for name, _ in glyphs._SCRIPT_BLOCKS}
+    assert max(counts.values()) <= glyphs._SCRIPTS_PER_BLOCK and min(counts.values()) >= 20
+    # Train and test classes are disjoint but both cover every block.
+    train_blocks = {glyphs.super_class(ch) for ch in ds["train"].class_names}
+    test_blocks = {glyphs.super_class(ch) for ch in ds["test"].class_names}
+    assert train_blocks == test_blocks == set(counts)
+    meta = json.load(open(os.path.join(_entry(str(tmp_path)), "meta.json"), encoding="utf-8"))
+    assert meta["splits"]["train"]["super_classes"] == [
+        glyphs.super_class(ch) for ch in ds["train"].class_names]
+    # Every class is drawn by at least min_faces faces.
+    assert np.bincount(ds["train"].labels).min() >= 12
+
+
+def test_letters_cache_key_did_not_change_with_the_class_set_key():
+    # Caches of the default set written before `classes` existed must still be found.
+    args = (32, 0, 12, 1, None)
+    assert "classes" not in glyphs._params(*args)
+    assert glyphs._cache_key(glyphs._params(*args)) != glyphs._cache_key(
+        glyphs._params(*args, classes="scripts"))
+    with pytest.raises(ValueError, match="data.glyphs.classes"):
+        glyphs.load_glyphs(classes="runes")

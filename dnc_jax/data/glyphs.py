@@ -125,6 +125,43 @@ _CANDIDATES: tuple[str, ...] = tuple(
     + list("→←↑↓↔⇒⇔♠♣♥♦★☆✓✗")
 )
 
+# The 'scripts' set: characters of several scripts and symbol blocks, the block being a
+# *super-class* (as SOP's bicycles, chairs, ...). Classes of one block share their strokes and
+# layout (letters of an alphabet; line segments of box drawing; filled and outlined shapes), so
+# features can group whole classes by block: the premise of dividing the data among learners.
+# The 'letters' set above mixes Latin, Greek and Cyrillic letters, digits and symbols without
+# such a structure, and its clusters split classes by font face instead (BENCHMARKS.md).
+_SCRIPT_BLOCKS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Latin", tuple(_chars(ord("A"), ord("Z")) + _chars(ord("a"), ord("z")))),
+    ("Greek", tuple(_chars(0x391, 0x3A9, skip=(0x3A2,)) + _chars(0x3B1, 0x3C9))),
+    ("Cyrillic", tuple(_chars(0x410, 0x44F))),
+    ("Armenian", tuple(_chars(0x531, 0x556) + _chars(0x561, 0x586))),
+    ("Georgian", tuple(_chars(0x10D0, 0x10F0))),
+    ("box drawing", tuple(_chars(0x2500, 0x257F))),
+    ("geometric shapes", tuple(_chars(0x25A0, 0x25FF))),
+    ("arrows", tuple(_chars(0x2190, 0x21FF))),
+    ("math operators", tuple(_chars(0x2200, 0x22FF))),
+)
+# Classes kept per block (the first in code-point order, after the homoglyph filter), so that
+# no block dominates and the set stays as small as the demo's.
+_SCRIPTS_PER_BLOCK = 40
+
+CLASS_SETS = ("letters", "scripts")
+
+
+def _candidates(class_set: str) -> tuple[str, ...]:
+    if class_set == "letters":
+        return _CANDIDATES
+    if class_set == "scripts":
+        return tuple(ch for _, chars in _SCRIPT_BLOCKS for ch in chars)
+    raise ValueError(f"data.glyphs.classes must be one of {CLASS_SETS}, got {class_set!r}")
+
+
+def super_class(ch: str) -> str:
+    """The block of a 'scripts' character ('' for characters outside those blocks)."""
+    return next((name for name, chars in _SCRIPT_BLOCKS if ch in chars), "")
+
+
 # AGL names that fontTools maps to a compatibility twin (OHM SIGN, INCREMENT, MICRO SIGN) but that
 # fonts use for the Greek letter.
 _GLYPH_NAME_ALIASES = {"Omega": "Ω", "Delta": "Δ", "mu": "μ"}
@@ -252,8 +289,9 @@ def _homoglyph_filter(chars: list[str], canon: dict[tuple[int, str], np.ndarray]
     return [chars[i] for i in kept]
 
 
-def _params(image_size, seed, min_faces, instances_per_face, max_classes) -> dict:
-    return dict(
+def _params(image_size, seed, min_faces, instances_per_face, max_classes,
+            classes="letters") -> dict:
+    params = dict(
         format_version=FORMAT_VERSION,
         image_size=int(image_size),
         seed=int(seed),
@@ -261,6 +299,9 @@ def _params(image_size, seed, min_faces, instances_per_face, max_classes) -> dic
         instances_per_face=int(instances_per_face),
         max_classes=None if max_classes is None else int(max_classes),
     )
+    if classes != "letters":  # so that the caches of 'letters' made before the key stay valid
+        params["classes"] = classes
+    return params
 
 
 def _cache_key(params: dict) -> str:
@@ -278,25 +319,40 @@ def _cache_key(params: dict) -> str:
     return f"v{FORMAT_VERSION}-s{params['image_size']}-seed{params['seed']}-{h.hexdigest()[:16]}"
 
 
-# min_faces -> _class_list's answer: the slow half of a generation (every candidate in every
-# face) is the same for all image sizes, seeds and max_classes, so a process computes it once.
-_CLASS_LISTS: dict[int, tuple[tuple[str, dict[int, int]], ...]] = {}
+# (min_faces, class set) -> _class_list's answer: the slow half of a generation (every
+# candidate in every face) is the same for all image sizes, seeds and max_classes, so a process
+# computes it once.
+_CLASS_LISTS: dict[tuple[int, str], tuple[tuple[str, dict[int, int]], ...]] = {}
 
 
-def _class_list(min_faces: int, progress: bool) -> tuple[tuple[str, dict[int, int]], ...]:
+def _class_list(min_faces: int, progress: bool,
+                class_set: str = "letters") -> tuple[tuple[str, dict[int, int]], ...]:
     """The classes in candidate order, each with {face index: code point} of its faces."""
-    if min_faces not in _CLASS_LISTS:
-        _CLASS_LISTS[min_faces] = _make_class_list(min_faces, progress)
-    return _CLASS_LISTS[min_faces]
+    key = (min_faces, class_set)
+    if key not in _CLASS_LISTS:
+        listed = _make_class_list(min_faces, progress, _candidates(class_set))
+        if class_set == "scripts":
+            kept: dict[str, int] = {}
+            capped = []
+            for ch, faces in listed:
+                block = super_class(ch)
+                if kept.get(block, 0) < _SCRIPTS_PER_BLOCK:
+                    kept[block] = kept.get(block, 0) + 1
+                    capped.append((ch, faces))
+            listed = tuple(capped)
+        _CLASS_LISTS[key] = listed
+    return _CLASS_LISTS[key]
 
 
-def _make_class_list(min_faces: int, progress: bool) -> tuple[tuple[str, dict[int, int]], ...]:
+def _make_class_list(min_faces: int, progress: bool,
+                     candidates: tuple[str, ...] = _CANDIDATES
+                     ) -> tuple[tuple[str, dict[int, int]], ...]:
     from PIL import ImageFont
     from tqdm import tqdm
 
     font_dir = _font_dir()
     code_points = [
-        _code_points(face, os.path.join(font_dir, face.file), _CANDIDATES) for face in _FACES
+        _code_points(face, os.path.join(font_dir, face.file), candidates) for face in _FACES
     ]
     fonts = [ImageFont.truetype(os.path.join(font_dir, face.file), _MASTER_FONT_PX)
              for face in _FACES]
@@ -308,7 +364,7 @@ def _make_class_list(min_faces: int, progress: bool) -> tuple[tuple[str, dict[in
         if master is not None:
             canon[(f, ch)] = _place(master, _DEDUP_SIZE)
 
-    covered = [ch for ch in _CANDIDATES
+    covered = [ch for ch in candidates
                if sum((f, ch) in canon for f in range(len(_FACES))) >= min_faces]
     return tuple(
         (ch, {f: code_points[f][ch] for f in range(len(_FACES)) if (f, ch) in canon})
@@ -322,7 +378,8 @@ def _generate(params: dict, progress: bool) -> tuple[dict[str, np.ndarray], dict
 
     size = params["image_size"]
     font_dir = _font_dir()
-    listed = dict(_class_list(params["min_faces"], progress))
+    class_set = params.get("classes", "letters")
+    listed = dict(_class_list(params["min_faces"], progress, class_set))
     classes = list(listed)
     if len(classes) < 2:
         raise ValueError(f"only {len(classes)} characters are covered by min_faces="
@@ -360,6 +417,8 @@ def _generate(params: dict, progress: bool) -> tuple[dict[str, np.ndarray], dict
         arrays[f"{split}_images"] = np.repeat(gray[..., None], 3, axis=-1)
         arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int32)
         meta["splits"][split] = dict(class_names=chars, face_index=face_of)
+        if class_set != "letters":
+            meta["splits"][split]["super_classes"] = [super_class(ch) for ch in chars]
     bar.close()
     return arrays, meta
 
@@ -443,10 +502,13 @@ def default_cache_dir() -> str:
 
 def load_glyphs(cache_dir: str | None = None, image_size: int = 32, seed: int = 0,
                 min_faces: int = 12, instances_per_face: int = 1,
-                max_classes: int | None = None, progress: bool = True) -> dict[str, ImageSet]:
+                max_classes: int | None = None, progress: bool = True,
+                classes: str = "letters") -> dict[str, ImageSet]:
     """Returns {'train': ImageSet, 'test': ImageSet}, class-disjoint.
 
-    Classes are shuffled by `seed`, cut to the first `max_classes` (for tiny runs) and halved:
+    `classes` picks the characters: 'letters' (Latin, Greek, Cyrillic, digits, punctuation,
+    symbols) or 'scripts' (up to 40 characters from each of nine scripts and symbol blocks,
+    the block being a super-class). Classes are shuffled by `seed`, cut to the first `max_classes` (for tiny runs) and halved:
     the first half (the larger, if odd) trains, the rest tests. Each class has one image per
     covering face per `instances_per_face`. Generated on first use into `cache_dir` (default
     ~/.cache/dnc_jax/glyphs); later calls read it back, and a damaged cache entry raises
@@ -460,7 +522,8 @@ def load_glyphs(cache_dir: str | None = None, image_size: int = 32, seed: int = 
         raise ValueError(f"max_classes must be at least 2 (one class per split), got {max_classes}")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
-    params = _params(image_size, seed, min_faces, instances_per_face, max_classes)
+    _candidates(classes)  # an unknown class set fails here, before anything is rendered
+    params = _params(image_size, seed, min_faces, instances_per_face, max_classes, classes)
     entry = os.path.join(cache_dir or default_cache_dir(), _cache_key(params))
     if os.path.isdir(entry):
         arrays, meta = _read(entry, params)

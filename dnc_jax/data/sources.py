@@ -40,7 +40,8 @@ def _glyphs(data_config):
         cache_dir=os.path.join(os.path.expanduser(data_config.cache_dir), "glyphs"),
         image_size=data_config.image_size, seed=g.seed, min_faces=g.min_faces,
         instances_per_face=g.instances_per_face,
-        max_classes=None if g.max_classes < 0 else g.max_classes)
+        max_classes=None if g.max_classes < 0 else g.max_classes,
+        classes=g.get("classes", "letters"))
 
 
 def _data_set(data_config) -> str:
