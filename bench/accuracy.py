@@ -45,7 +45,6 @@ import numpy as np  # noqa: E402
 @dataclasses.dataclass(frozen=True)
 class Setting:
     name: str
-    group: str        # the table's section
     overrides: dict   # config key -> value, on top of the base config
 
 
@@ -104,47 +103,40 @@ def grid(name: str, base) -> list[Setting]:
     k_base = base.divide.num_learners
     settings = []
     if name in ("main", "smoke", "demo"):
-        settings.append(Setting("K1", "baseline", _cvpr(1, "round_robin", "none", b)))
+        settings.append(Setting("K1", _cvpr(1, "round_robin", "none", b)))
     if name == "main":
-        settings.append(Setting(f"K1-batch{k_base * b}", "baseline",
+        settings.append(Setting(f"K1-batch{k_base * b}",
                                 _cvpr(1, "round_robin", "none", k_base * b)))
         for k in (2, 4, 8):
             for schedule, rule in (("round_robin", "none"), ("joint", "none"),
                                    ("joint", "linear")):
                 tag = "rr" if schedule == "round_robin" else f"joint-{rule}"
-                settings.append(Setting(f"cvpr-K{k}-{tag}", "CVPR slices",
-                                        _cvpr(k, schedule, rule, b)))
-        settings.append(Setting(f"cvpr-K{k_base}-joint-sqrt", "CVPR slices",
-                                _cvpr(k_base, "joint", "sqrt", b)))
+                settings.append(Setting(f"cvpr-K{k}-{tag}", _cvpr(k, schedule, rule, b)))
         for masks in ("learned", "fixed"):
             for schedule, rule in (("round_robin", "none"), ("joint", "none"),
                                    ("joint", "linear")):
                 tag = "rr" if schedule == "round_robin" else f"joint-{rule}"
                 settings.append(Setting(f"pami-{masks}-K{k_base}-{tag}",
-                                        f"PAMI, {masks} masks",
                                         _pami(k_base, masks, schedule, rule, b)))
     elif name == "smoke":
-        settings.append(Setting("cvpr-K2-joint-linear", "CVPR slices",
-                                _cvpr(2, "joint", "linear", b)))
+        settings.append(Setting("cvpr-K2-joint-linear", _cvpr(2, "joint", "linear", b)))
     elif name == "demo":
-        settings.append(Setting(f"cvpr-K{k_base}-demo", "the demo's D&C run",
-                                {"divide.num_learners": k_base}))
+        settings.append(Setting(f"cvpr-K{k_base}-demo", {"divide.num_learners": k_base}))
         # The demo's own batch: as many steps an epoch as its K-learner joint run.
-        settings[0] = Setting("K1", "baseline", {"divide.num_learners": 1})
+        settings[0] = Setting("K1", {"divide.num_learners": 1})
     elif name == "investigate":
         # One thing changed at a time from the K-learner round-robin run of the main grid
         # (same names: runs of both grids in one --out are shared, never repeated).
-        k, every = k_base, base.divide.recluster_every
-        settings.append(Setting("K1", "baseline", _cvpr(1, "round_robin", "none", b)))
+        k = k_base
+        settings.append(Setting("K1", _cvpr(1, "round_robin", "none", b)))
         variants = {
             "": {},
             "-recluster-every-1": {"divide.recluster_every": 1},
-            f"-recluster-every-{2 * every}": {"divide.recluster_every": 2 * every},
             "-warmup-2": {"divide.warmup_epochs": 2},
             "-cluster-on-embedding": {"divide.cluster_on": "embedding"},
         }
         for vname, extra in variants.items():
-            settings.append(Setting(f"cvpr-K{k}-rr{vname}", f"CVPR K={k}, round robin",
+            settings.append(Setting(f"cvpr-K{k}-rr{vname}",
                                     _cvpr(k, "round_robin", "none", b, **extra)))
     else:
         raise SystemExit(f"bench/accuracy.py: unknown --grid={name!r} "
@@ -245,7 +237,17 @@ def _mean_std(values, scale=100.0):
     return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
 
 
-def table(settings, results, seeds) -> str:
+def _effective(base, overrides, key):
+    """A setting's value of a dotted config key: its override, else the base config's."""
+    if key in overrides:
+        return overrides[key]
+    value = base
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def table(settings, results, base) -> str:
     baseline = results.get(settings[0].name)
     lines = [
         "| setting | schedule | K | batch | R@1 | Δ R@1 vs " + settings[0].name +
@@ -256,10 +258,12 @@ def table(settings, results, seeds) -> str:
         runs = results.get(s.name)
         if not runs:
             continue
-        o = s.overrides
-        schedule = o.get("divide.learner_schedule", "joint")
-        rule = o.get("optim.joint_lr_rule", "none")
-        plan = o.get("divide.schedule", "cvpr")
+        o = {key: _effective(base, s.overrides, key) for key in (
+            "divide.learner_schedule", "optim.joint_lr_rule", "divide.schedule",
+            "divide.num_learners", "data.batch_size")}
+        schedule = o["divide.learner_schedule"]
+        rule = o["optim.joint_lr_rule"]
+        plan = o["divide.schedule"]
         r1 = np.array([r["r1"] for r in runs])
         if baseline and s.name != settings[0].name:
             # Difference of seed means, with the std of that difference (independent seeds).
@@ -276,7 +280,7 @@ def table(settings, results, seeds) -> str:
                       f"{100 * np.mean([r['last_purity'] for r in runs]):.0f}%")
         lines.append(
             f"| {s.name} | {plan}, {_label(schedule, rule)} | "
-            f"{o.get('divide.num_learners', '')} | {o.get('data.batch_size', '')} | "
+            f"{o['divide.num_learners']} | {o['data.batch_size']} | "
             f"{_mean_std(r1)} | {delta_s} | {_mean_std([r['r4'] for r in runs])} | "
             f"{_mean_std([r['map_r'] for r in runs])} | {_mean_std([r['nmi'] for r in runs])} | "
             f"{purity} | {np.mean([r['images'] for r in runs]):,.0f} | "
@@ -391,9 +395,13 @@ def main(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run (repeatable), e.g. "
                              "--set data.name=folder --set data.root=/data/mine")
+    parser.add_argument("--report", action="store_true",
+                        help="run nothing: write the table of the runs already finished "
+                             "(settings with every seed done), e.g. while the bench runs")
     parser.add_argument("--gpu_command", action="store_true",
                         help="print the command for the full-size table on a GPU and exit")
     args = parser.parse_args(argv)
+    given = argv if argv is not None else sys.argv[1:]
     if args.gpu_command:
         print(gpu_command(args))
         return 0
@@ -434,6 +442,13 @@ def main(argv=None):
     print(f"bench/accuracy.py: {len(settings)} settings x {len(seeds)} seeds = {len(jobs)} runs "
           f"into {out} ({args.jobs} at once)", flush=True)
     t0 = time.time()
+    if args.report:
+        def finished(s):
+            return all(os.path.exists(os.path.join(out, "runs", s.name, f"seed{seed}", name))
+                       for seed in seeds for name in ("metrics.jsonl", "wall_seconds.txt"))
+
+        settings = [s for s in settings if finished(s)]
+        jobs = []
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
         futures = {pool.submit(_run_one, cmd, wd, env): (s, seed) for s, seed, wd, cmd in jobs}
         for n, future in enumerate(concurrent.futures.as_completed(futures), 1):
@@ -451,10 +466,10 @@ def main(argv=None):
             f"Machine: {machine_line()}. Seeds {seeds}; "
             f"{args.epochs or base.num_epochs} epochs; per-learner batch "
             f"{per_learner_batch(base)}; extra overrides: {args.set or 'none'}. "
-            f"Command: `python bench/accuracy.py {shlex.join(argv if argv is not None else sys.argv[1:])}`. "
+            f"Command: `python bench/accuracy.py {shlex.join(given)}`. "
             f"Last-epoch metrics on the unseen test classes, mean ± std over seeds; "
             f"Δ: difference of means ± its standard error.", "",
-            table(settings, results, seeds), ""]
+            table(settings, results, base), ""]
     diag = diagnostics(settings, results, _train_classes(
         os.path.join(out, "runs", settings[0].name, f"seed{seeds[0]}")))
     if diag.count("\n") > 1:

@@ -23,7 +23,6 @@ def get_config():
     config.data.name = "cub"
     config.num_epochs = 100
     config.divide.num_learners = 4
-    config.data.batch_size = 4 * 80  # 'joint': each learner's part is the papers' 20 x 4
     config.divide.finetune_epoch = 60
     config.divide.full_embedding_epoch = 25
     config.eval.recall_ks = (1, 2, 4, 8)

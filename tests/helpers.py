@@ -7,6 +7,11 @@ def tiny_config():
     config.num_epochs = 2
     config.progress = False
     config.data.image_size = 16
+    # The tests' runs keep the joint step (one compiled step serves all learners at once) and
+    # cluster at epoch 0, whatever the demo's defaults.
+    config.divide.learner_schedule = "joint"
+    config.optim.joint_lr_rule = "none"
+    config.divide.warmup_epochs = 0
     config.data.batch_size = 32
     config.data.eval_batch_size = 64
     config.data.glyphs.max_classes = 24

@@ -68,6 +68,7 @@ def test_joint_learning_rate_rule_scales_the_network_with_active_learners():
     from dnc_jax import train
 
     c = default.get_config()
+    c.divide.learner_schedule = "joint"
     base = {"backbone": 1e-5, "head": 2e-5, "beta": 5e-4}
     phase = schedule.Phase(0, 8, True, False, False, False, False)
     one = schedule.Phase(190, 1, False, False, True, True, False)
@@ -93,9 +94,11 @@ def test_accuracy_bench_runs_its_smallest_grid_and_writes_its_table(tmp_path):
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     table = (out / "table-smoke.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| K1 ")
+    main, diagnostics = table.split("Diagnostics")
+    rows = [line for line in main.splitlines() if line.startswith("| K1 ")
             or line.startswith("| cvpr-K2-joint-linear ")]
     assert len(rows) == 2 and "nan" not in table.lower()
+    assert "| cvpr-K2-joint-linear | 1 |" in diagnostics  # one clustering in one epoch
     assert os.path.getsize(out / "recall-smoke.png") > 1000
     run = out / "runs" / "cvpr-K2-joint-linear" / "seed0"
     records = [json.loads(line) for line in open(run / "metrics.jsonl")]
@@ -106,3 +109,29 @@ def test_accuracy_bench_runs_its_smallest_grid_and_writes_its_table(tmp_path):
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "done before" in again.stdout
     assert (out / "table-smoke.md").read_text().split("| setting")[1] == table.split("| setting")[1]
+    # Into a fresh folder, the same seed reproduces every metric (timings aside).
+    out2 = tmp_path / "bench2"
+    fresh = subprocess.run([c if not c.startswith("--out=") else f"--out={out2}" for c in cmd],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert fresh.returncode == 0, fresh.stdout[-2000:] + fresh.stderr[-2000:]
+    for name in ("K1", "cvpr-K2-joint-linear"):
+        def metrics(root):
+            path = root / "runs" / name / "seed0" / "metrics.jsonl"
+            return [{k: v for k, v in json.loads(line).items()
+                     if "seconds" not in k and k != "images_per_second"} for line in open(path)]
+        assert metrics(out) == metrics(out2)
+
+
+def test_positive_pairs_kept_by_hand():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "cluster_purity", os.path.join(REPO, "bench", "cluster_purity.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # Class 0: 4 images split 3/1 -> 6 of 12 ordered pairs kept; class 1: 2 images together -> 2
+    # of 2; class 2: 2 images apart -> 0 of 2. (6 + 2 + 0) / (12 + 2 + 2).
+    labels = [0, 0, 0, 0, 1, 1, 2, 2]
+    assignment = [0, 0, 0, 1, 1, 1, 0, 1]
+    assert module.positive_pairs_kept(assignment, labels) == pytest.approx(8 / 16)
+    assert module.positive_pairs_kept([0] * 8, labels) == 1.0

@@ -128,9 +128,9 @@ _CANDIDATES: tuple[str, ...] = tuple(
 # The 'scripts' set: characters of several scripts and symbol blocks, the block being a
 # *super-class* (as SOP's bicycles, chairs, ...). Classes of one block share their strokes and
 # layout (letters of an alphabet; line segments of box drawing; filled and outlined shapes), so
-# features can group whole classes by block: the premise of dividing the data among learners.
-# The 'letters' set above mixes Latin, Greek and Cyrillic letters, digits and symbols without
-# such a structure, and its clusters split classes by font face instead (BENCHMARKS.md).
+# features could group whole classes by block. Measured (BENCHMARKS.md, Accuracy): they do not
+# much more than on 'letters': an untrained network's clusters split classes by font face in
+# both sets, and a trained one's keep classes whole in both, grouped by shape across blocks.
 _SCRIPT_BLOCKS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Latin", tuple(_chars(ord("A"), ord("Z")) + _chars(ord("a"), ord("z")))),
     ("Greek", tuple(_chars(0x391, 0x3A9, skip=(0x3A2,)) + _chars(0x3B1, 0x3C9))),
