@@ -4,7 +4,7 @@ One command trains the same backbone, loss and data under a grid of settings, fo
 each, and writes a markdown table (last-epoch R@1, R@4, MAP@R, NMI: mean and std over seeds;
 images trained on; wall time) and a plot (R@1 per epoch, one line per setting, seeds shaded):
 
-    python bench/accuracy.py                          # the glyph demo set, offline (CPU: ~1 h)
+    python bench/accuracy.py                          # the glyph demo set, offline (CPU: ~2 h)
     python bench/accuracy.py --grid=investigate       # K=4 variants: warm-up, interval, ...
     python bench/accuracy.py --set data.name=folder --set data.root=/data/mine
     python bench/accuracy.py --gpu_command            # prints the full-size GPU command
@@ -79,9 +79,10 @@ def phase_epochs(base, epochs: int) -> dict:
 
 def _cvpr(k, schedule, rule, b, **extra):
     batch = k * b if schedule == "joint" else b
+    # The papers' plan (clustered at epoch 0) whatever the base config's warm-up.
     out = {"divide.schedule": "cvpr", "divide.masks": "slices", "divide.num_learners": k,
            "divide.learner_schedule": schedule, "optim.joint_lr_rule": rule,
-           "data.batch_size": batch}
+           "data.batch_size": batch, "divide.warmup_epochs": 0}
     out.update(extra)
     return out
 
