@@ -1,7 +1,8 @@
 """The CPU demo: Divide and Conquer on rendered glyphs, offline, in a few minutes on 2 cores.
 
 Classes are characters, instances are font faces (with a small affine jitter); the test classes
-are characters never seen in training. A tiny ResNet trained from scratch, K=4 learners taking turns, after a 2-epoch K=1 warm-up.
+are characters never seen in training. A tiny ResNet trained from scratch, K=4 learners taking
+turns, after a 2-epoch K=1 warm-up.
 """
 from configs import default
 

@@ -29,6 +29,7 @@ from dnc_jax import plots
 from dnc_jax import run_guard
 from dnc_jax import steps
 from dnc_jax.data import sampler as sampler_lib
+from dnc_jax.data.errors import ConfigError
 from dnc_jax.data import sources
 from dnc_jax.divide import masks as masks_lib
 from dnc_jax.divide import matching
@@ -115,7 +116,7 @@ def joint_lr_scale(config, num_learners: int) -> float:
     """
     rule = config.optim.get("joint_lr_rule", "none")
     if rule not in JOINT_LR_RULES:
-        raise ValueError(f"optim.joint_lr_rule must be one of {JOINT_LR_RULES}, got {rule!r}")
+        raise ConfigError(f"optim.joint_lr_rule must be one of {JOINT_LR_RULES}, got {rule!r}")
     if config.divide.learner_schedule != "joint" or rule == "none":
         return 1.0
     return float(num_learners) if rule == "linear" else float(np.sqrt(num_learners))
@@ -367,6 +368,9 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) 
         config.data.batch_size, config.data.samples_per_class, config.divide.num_learners,
         config.divide.learner_schedule, min_classes=1 if config.loss.name in PROXY_LOSSES else 2)
     sampler_lib.check_epoch_length(config.data.get("epoch_length", "exact"))
+    schedule.phase(config.divide, 0)  # the phase plan's keys (warm-up, K for 'pami')
+    joint_lr_scale(config, 1)
+
     # Data first: a missing data set must fail before anything is written.
     datasets = sources.load_dataset(config.data)
     run_guard.check_writable(workdir)

@@ -135,3 +135,23 @@ def test_positive_pairs_kept_by_hand():
     assignment = [0, 0, 0, 1, 1, 1, 0, 1]
     assert module.positive_pairs_kept(assignment, labels) == pytest.approx(8 / 16)
     assert module.positive_pairs_kept([0] * 8, labels) == 1.0
+
+
+@pytest.mark.parametrize("key, value", [("optim.joint_lr_rule", "cubic"),
+                                        ("divide.warmup_epochs", -1),
+                                        ("data.glyphs.classes", "runes")])
+def test_bad_new_keys_stop_before_anything_is_written(tmp_path, key, value):
+    from dnc_jax import train
+    from dnc_jax.data.errors import ConfigError
+    from tests.helpers import tiny_config
+
+    config = tiny_config()
+    config.data.cache_dir = str(tmp_path / "cache")
+    section, name = key.rsplit(".", 1)
+    node = config
+    for part in section.split("."):
+        node = node[part]
+    node[name] = value
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

@@ -31,7 +31,7 @@ import tempfile
 
 import numpy as np
 
-from dnc_jax.data.errors import DataError
+from dnc_jax.data.errors import ConfigError, DataError
 from dnc_jax.data.image_set import ImageSet
 
 FORMAT_VERSION = 1
@@ -154,7 +154,7 @@ def _candidates(class_set: str) -> tuple[str, ...]:
         return _CANDIDATES
     if class_set == "scripts":
         return tuple(ch for _, chars in _SCRIPT_BLOCKS for ch in chars)
-    raise ValueError(f"data.glyphs.classes must be one of {CLASS_SETS}, got {class_set!r}")
+    raise ConfigError(f"data.glyphs.classes must be one of {CLASS_SETS}, got {class_set!r}")
 
 
 def super_class(ch: str) -> str:
@@ -508,7 +508,8 @@ def load_glyphs(cache_dir: str | None = None, image_size: int = 32, seed: int = 
 
     `classes` picks the characters: 'letters' (Latin, Greek, Cyrillic, digits, punctuation,
     symbols) or 'scripts' (up to 40 characters from each of nine scripts and symbol blocks,
-    the block being a super-class). Classes are shuffled by `seed`, cut to the first `max_classes` (for tiny runs) and halved:
+    the block being a super-class). Classes are shuffled by `seed`, cut to the first
+    `max_classes` (for tiny runs) and halved:
     the first half (the larger, if odd) trains, the rest tests. Each class has one image per
     covering face per `instances_per_face`. Generated on first use into `cache_dir` (default
     ~/.cache/dnc_jax/glyphs); later calls read it back, and a damaged cache entry raises

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from dnc_jax.data.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
@@ -46,7 +48,7 @@ def phase(divide_config, epoch: int) -> Phase:
 def _cvpr_phase(c, epoch):
     warmup = c.get("warmup_epochs", 0)
     if warmup < 0:
-        raise ValueError(f"divide.warmup_epochs must be >= 0, got {warmup}")
+        raise ConfigError(f"divide.warmup_epochs must be >= 0, got {warmup}")
     warming = epoch < warmup
     finetuning = _at_or_after(epoch, c.finetune_epoch)
     one = warming or finetuning
@@ -62,7 +64,7 @@ def _cvpr_phase(c, epoch):
 
 def _pami_phase(c, epoch):
     if c.get("warmup_epochs", 0):
-        raise ValueError("divide.warmup_epochs is for the 'cvpr' schedule; 'pami' already "
+        raise ConfigError("divide.warmup_epochs is for the 'cvpr' schedule; 'pami' already "
                          "trains one learner for its first divide.recluster_every epochs")
     every = c.recluster_every
     if every <= 0:
