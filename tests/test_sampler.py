@@ -266,7 +266,7 @@ def test_a_batch_that_gives_a_learner_one_class_is_refused():
     (PAMI) one class of 2: no negative pair, a step that trains nothing."""
     check_batch_layout(640, 4, 8, "joint")        # the configs: 20 classes x 4 per learner
     check_batch_layout(64, 4, 8, "joint")         # 2 classes per learner: the least that works
-    check_batch_layout(80, 2, 32, "round_robin")  # sop_pami: the batch is one learner's
+    check_batch_layout(80, 2, 32, "round_robin")  # pami/sop_learned: the batch is one learner's
     with pytest.raises(ConfigError, match=r"data.batch_size=80 gives each of the 32 learners.*"
                                           r"data.batch_size >= 128 .*round_robin"):
         check_batch_layout(80, 2, 32, "joint")

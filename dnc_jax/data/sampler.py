@@ -50,6 +50,10 @@ and 'exact' ones every image. The schedules are otherwise the same.
 
 Resuming. `epoch(e, start_step)` yields exactly the batches `epoch(e)` yields from step
 `start_step` on; it plans only the passes those steps touch.
+
+Sampler (`data.sampler`). All of the above is the 'exact' sampler. 'official' keeps the two
+schedules, their layouts and the Batch output, but fills each learner's slots with the papers'
+own draw, classes picked uniformly for every batch (official_sampler.py; `make_sampler` routes).
 """
 from __future__ import annotations
 
@@ -61,6 +65,7 @@ from dnc_jax.data.errors import ConfigError
 
 SCHEDULES = ("joint", "round_robin")
 EPOCH_LENGTHS = ("exact", "official")
+SAMPLERS = ("exact", "official")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +73,8 @@ class Batch:
     indices: np.ndarray   # int32 [B] rows of the image set (padding slots repeat a real row)
     learners: np.ndarray  # int32 [B] learner of each slot
     valid: np.ndarray     # bool  [B] False for padding
-    primary: np.ndarray   # bool  [B] the image's one primary draw of the epoch (pass 0, no filler)
+    primary: np.ndarray   # bool  [B] the image's one primary draw of the epoch (pass 0, no filler;
+                          # 'official' sampler: the image's first draw of the epoch)
 
 
 def learner_slots(batch_size: int, num_learners: int, samples_per_class: int) -> int:
@@ -115,6 +121,11 @@ def check_batch_layout(batch_size: int, samples_per_class: int, max_learners: in
 def check_epoch_length(epoch_length: str) -> None:
     if epoch_length not in EPOCH_LENGTHS:
         raise ConfigError(f"data.epoch_length={epoch_length!r} is not one of {EPOCH_LENGTHS}")
+
+
+def check_sampler(name: str) -> None:
+    if name not in SAMPLERS:
+        raise ConfigError(f"data.sampler={name!r} is not one of {SAMPLERS}")
 
 
 def _deal(chunks_per_class, num_batches, rng):
@@ -254,6 +265,10 @@ class _ClusterSampler:
             begin = end
         return clusters
 
+    def _epoch_batches(self, cluster):
+        """Batches `cluster`'s learner serves in an epoch (0 for an empty cluster)."""
+        return cluster.epoch_batches(self.epoch_length)
+
     def _check_start(self, start_step):
         if not 0 <= start_step <= self.steps_per_epoch:
             raise ValueError(f"start_step={start_step} is outside the epoch's "
@@ -284,7 +299,7 @@ class JointSampler(_ClusterSampler):
         super().__init__(labels, assignment, num_learners, batch_size, samples_per_class, seed,
                          slots, epoch_length)
         self.classes_per_batch = slots // samples_per_class
-        self.steps_per_epoch = max(c.epoch_batches(epoch_length) for c in self.clusters)
+        self.steps_per_epoch = max(self._epoch_batches(c) for c in self.clusters)
         # Padding slots past K*S get the last learner's id: any id would do, they are invalid.
         self._learners = np.minimum(np.arange(batch_size) // slots,
                                     num_learners - 1).astype(np.int32)
@@ -312,7 +327,7 @@ class RoundRobinSampler(_ClusterSampler):
                          slots, epoch_length)
         self.classes_per_batch = slots // samples_per_class
         self.turns = [k for k, c in enumerate(self.clusters) if c.num_batches]
-        self.rounds_per_epoch = max(c.epoch_batches(epoch_length) for c in self.clusters)
+        self.rounds_per_epoch = max(self._epoch_batches(c) for c in self.clusters)
         self.steps_per_epoch = len(self.turns) * self.rounds_per_epoch
 
     def epoch(self, epoch: int, start_step: int = 0):
@@ -331,12 +346,21 @@ class RoundRobinSampler(_ClusterSampler):
 
 
 def make_sampler(schedule: str, labels, assignment, num_learners, batch_size,
-                 samples_per_class, seed, epoch_length="exact"):
+                 samples_per_class, seed, epoch_length="exact", sampler="exact", method="cvpr"):
     """The sampler of `divide.learner_schedule` ('joint' or 'round_robin'), its epochs as
-    long as `data.epoch_length` says ('exact' or 'official', module docstring)."""
+    long as `data.epoch_length` says ('exact' or 'official', module docstring), its draws
+    `data.sampler`'s: 'exact' (this module) or 'official' (official_sampler.py, whose variant
+    `method`, 'cvpr' or 'pami', is `divide.schedule`)."""
+    check_sampler(sampler)
     classes = {"joint": JointSampler, "round_robin": RoundRobinSampler}
     if schedule not in classes:
         raise ConfigError(f"divide.learner_schedule={schedule!r} is not one of {SCHEDULES}")
+    if sampler == "official":
+        from dnc_jax.data import official_sampler   # it builds on this module's classes
+        official = {"joint": official_sampler.OfficialJointSampler,
+                    "round_robin": official_sampler.OfficialRoundRobinSampler}
+        return official[schedule](labels, assignment, num_learners, batch_size,
+                                  samples_per_class, seed, epoch_length, method=method)
     return classes[schedule](labels, assignment, num_learners, batch_size, samples_per_class,
                              seed, epoch_length)
 
