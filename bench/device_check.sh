@@ -21,6 +21,6 @@ run step_bf16 python3 bench/train_step.py --model=resnet50 --batch=640 --dtype=b
 run step_fp32 python3 bench/train_step.py --model=resnet50 --batch=640 --dtype=float32
 run recluster python3 bench/recluster.py
 run evaluate python3 bench/evaluate.py
-run input python3 bench/input_pipeline.py --workers=1,8
+run input python3 bench/input_pipeline.py --workers=0,16
 run demo python3 -m dnc_jax.main --config=configs/demo.py --workdir="$OUT/demo" \
   --config.dtype=bfloat16 --config.num_epochs=6 --config.progress=False

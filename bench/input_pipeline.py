@@ -1,95 +1,118 @@
-"""Input-pipeline throughput: building the decode cache, and feeding training batches from it.
+"""Input pipeline: what each way of storing the images costs, and the host's batches per second.
 
-    python bench/input_pipeline.py --images=500 --workers=1,16 --batch=640 --image_size=224
+    python bench/input_pipeline.py --workers=0,2 --batch=640
 
-(a) Cache build: `--images` synthetic photo-like JPEGs of 500 x 375 (SOP's typical size) are
-    written to a temporary folder and decoded into a fresh cache at S = `--cache_size` with each
-    number of worker processes in `--workers`; images/s includes the pool's start-up, as a real
-    build pays it once.
-(b) Batches: the trainer's input path at steady state: the `joint` sampler over SOP-like labels
-    (59,551 images in 11,318 classes, K = `--learners` clusters), the gather of the batch's cache
-    rows, `parallel.put_rows` placement and the jitted on-device `augment.train_views` at
-    `--image_size`. Batch 640 = 80 images per learner x 8 learners (20 classes x 4 images each).
-    The SOP-sized index space maps onto the (a) cache's rows modulo its length, so the rows are
-    in the page cache: a real 23 GB cache that RAM cannot hold reads from disk and can be slower.
-    Rows: the host side alone (sampler + gather + placement, waited for), the augmentation alone
-    on a placed batch, and both together as the trainer overlaps them (dispatch is asynchronous;
-    the output of two steps back is waited for, as the trainer reads its metrics late).
+(a) Storage, per image and core, on real photographs (scikit-learn's china.jpg and flower.jpg,
+    matplotlib's grace_hopper.jpg) resized to each benchmark's typical size and saved as JPEG
+    quality 90: the bytes each storage keeps and the time to make one 224 x 224 train crop
+    (RandomResizedCrop, torchvision's boxes) on the host:
+    - `bytes`: the files' own bytes (this project's cache): decode + crop + resize;
+    - `pixels`: decoded pixels at their own resolution: crop + resize only;
+    - `squashed 256`: the former cache, the whole image resized to 256 x 256 (crops were then
+      resampled on the device, at 0.2-0.35 of torchvision's sharpness for small crops;
+      tests/test_crop_fidelity.py); the host only copied the row.
+(b) Cache size per benchmark: images x the mean JPEG bytes of (a) at its typical size, beside
+    the decoded-pixel and squashed-256 alternatives. The real cache is exactly the files' size
+    (`du -sh` of the image folder), so these are estimates from re-encoded photographs.
+(c) The trainer's input path at steady state, batch `--batch` (640 = 8 learners x 20 classes
+    x 4): the round-robin or joint sampler over SOP-like labels (59,551 images, 11,318 classes),
+    box sampling, `ViewLoader` cutting the crops from a cache of the (a) photographs at each
+    benchmark's typical size in `--workers` processes, placement on the device; and the eval
+    views of the embedding passes. images/s is what the host sustains (the sampler and the
+    placement included); with W workers, about W times one core's rate on an idle host.
 
-Prints Markdown table rows with the device name, for BENCHMARKS.md.
+Prints Markdown tables with the device and CPU, for BENCHMARKS.md.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default  # noqa: E402
-from dnc_jax import parallel  # noqa: E402
-from dnc_jax.data import augment, cache  # noqa: E402
-from dnc_jax.data.image_set import SelectedRows  # noqa: E402
+from dnc_jax.data import host_views  # noqa: E402
+from dnc_jax.data.cache import cached_images  # noqa: E402
+from dnc_jax.data.encoded import decode_bytes  # noqa: E402
 from dnc_jax.data.sampler import make_sampler, remove_singletons  # noqa: E402
 
 SOP_TRAIN_IMAGES, SOP_TRAIN_CLASSES = 59_551, 11_318
-PHOTO_SIZE = (500, 375)  # (width, height)
+# (images, typical (width, height)) of each benchmark, train + test. Typical sizes: CUB and
+# In-shop ('img/', the low-resolution release) are fixed by their releases (500 px long side;
+# 256 x 256); Cars, SOP and VehicleID vary widely: a middle value.
+BENCHMARKS = {"CUB-200-2011": (11_788, (500, 375)), "CARS196": (16_185, (700, 480)),
+              "SOP": (120_053, (500, 400)), "In-shop": (52_712, (256, 256)),
+              "VehicleID": (221_763, (320, 280))}
 
 
-def write_photos(folder: str, count: int, seed: int = 0) -> list[str]:
-    """Photo-like JPEGs: smooth colour fields plus mild noise (pure noise would compress and
-    decode unlike photos)."""
+def photographs():
+    """The real photographs, or photo-like stand-ins (1/f noise) where the packages that ship
+    them are not installed (the GPU machine)."""
     from PIL import Image
 
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(count):
-        coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), np.uint8))
-        smooth = np.asarray(coarse.resize(PHOTO_SIZE, Image.BICUBIC), np.int16)
-        noisy = smooth + rng.integers(-12, 13, smooth.shape, dtype=np.int16)
-        path = os.path.join(folder, f"{i:05d}.jpg")
-        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, quality=90)
-        paths.append(path)
-    return paths
+    try:
+        import matplotlib.cbook
+        import sklearn.datasets
+    except ImportError:
+        rng = np.random.default_rng(0)
+        out = []
+        for _ in range(3):
+            acc = sum(2 ** o * np.asarray(Image.fromarray(rng.normal(
+                0, 1, (480 // 2 ** o + 2, 640 // 2 ** o + 2)).astype(np.float32)).resize(
+                (640, 480), Image.BICUBIC)) for o in range(1, 7))
+            grey = np.clip(128 + acc * (60 / acc.std()), 0, 255).astype(np.uint8)
+            out.append(Image.fromarray(grey).convert("RGB"))
+        return out
+    folder = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images")
+    paths = [os.path.join(folder, "china.jpg"), os.path.join(folder, "flower.jpg"),
+             matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)]
+    return [Image.open(p).convert("RGB") for p in paths]
 
 
-def _build_seconds(files, size, workers, cache_dir):
-    start = time.perf_counter()
-    cache.decode_cached(files, size, cache_dir, "bench", workers=workers, progress=False)
-    return time.perf_counter() - start
+def encode_at(photos, size):
+    """JPEG bytes (quality 90) of each photograph resized to `size` (width, height)."""
+    from PIL import Image
 
-
-def bench_cache_build(files, size, workers_list, work_dir):
-    """{workers: (images/s of the whole build, start-up s)}, each into a new cache folder.
-
-    The start-up (spawning the pool; each spawned worker imports the main module, here jax) is
-    timed on a build of one image per worker and reported apart: it is paid once per build,
-    whatever its size, so it dominates small builds only.
-    """
-    out = {}
-    for workers in workers_list:
-        startup = _build_seconds(files[:workers], size, workers,
-                                 os.path.join(work_dir, f"startup-{workers}"))
-        total = _build_seconds(files, size, workers, os.path.join(work_dir, f"cache-{workers}"))
-        out[workers] = (len(files) / total, startup)
+    out = []
+    for photo in photos:
+        buffer = io.BytesIO()
+        photo.resize(size, Image.BICUBIC).save(buffer, "JPEG", quality=90)
+        out.append(buffer.getvalue())
     return out
 
 
-def per_call_seconds(call, min_calls, min_seconds, finish=lambda: None):
-    """Mean seconds per `call(i)` over at least `min_calls` calls and `min_seconds`;
-    `finish` waits for work the calls left in flight and is timed with them."""
-    calls, start = 0, time.perf_counter()
-    while calls < min_calls or time.perf_counter() - start < min_seconds:
-        call(calls)
-        calls += 1
-    finish()
-    return (time.perf_counter() - start) / calls
+def per_image_ms(fn, count):
+    start = time.perf_counter()
+    for i in range(count):
+        fn(i)
+    return (time.perf_counter() - start) / count * 1e3
+
+
+def bench_storage(photos, count):
+    """{benchmark: (jpeg bytes, ms bytes, ms pixels, ms squashed row copy)} per image."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, (_, size) in BENCHMARKS.items():
+        encoded = encode_at(photos, size)
+        decoded = [np.asarray(decode_bytes(b)) for b in encoded]
+        boxes = host_views.random_resized_crop_boxes(rng, np.tile([size[1], size[0]], (count, 1)))
+        squashed = np.zeros((len(photos) * 8, 256, 256, 3), np.uint8)
+        from_bytes = per_image_ms(lambda i: host_views.train_view(
+            decode_bytes(encoded[i % len(encoded)]), boxes[i], 224), count)
+        from_pixels = per_image_ms(lambda i: host_views.train_view(
+            Image.fromarray(decoded[i % len(decoded)]), boxes[i], 224), count)
+        row_copy = per_image_ms(lambda i: np.array(squashed[i % len(squashed)]), count)
+        out[name] = (float(np.mean([len(b) for b in encoded])), from_bytes, from_pixels,
+                     row_copy)
+    return out
 
 
 def sop_like_labels(seed: int = 0):
@@ -100,107 +123,92 @@ def sop_like_labels(seed: int = 0):
     return np.repeat(np.arange(SOP_TRAIN_CLASSES), 2 + extra).astype(np.int32)
 
 
-def bench_batches(images, sizes, args, mesh):
-    """(host ms, augmentation ms, overlapped ms) per batch at steady state."""
+def bench_batches(args, work_dir, photos, workers, benchmark):
+    """(train crops images/s, eval views images/s) of the host path at `args.batch`, on
+    photographs at `benchmark`'s typical size."""
+    import jax
+
+    from dnc_jax import feed, parallel
+    from dnc_jax.data.image_set import ImageSet
+
+    folder = os.path.join(work_dir, benchmark)
+    os.makedirs(folder, exist_ok=True)
+    files = []
+    for i, data in enumerate(encode_at(photos, BENCHMARKS[benchmark][1]) * 64):
+        files.append(os.path.join(folder, f"{i:04d}.jpg"))
+        with open(files[-1], "wb") as f:
+            f.write(data)
+    images, sizes = cached_images(files, os.path.join(work_dir, "cache"), benchmark,
+                                  progress=False)
     labels = sop_like_labels()
+    rows = np.arange(len(labels)) % len(files)  # the SOP index space onto the cached files
+    data = ImageSet(images=images.select(rows), labels=labels,
+                    class_names=[str(c) for c in range(labels.max() + 1)], sizes=sizes[rows])
     rng = np.random.default_rng(1)
-    # Whole classes per cluster, roughly what k-means on embeddings gives.
     assignment = rng.integers(0, args.learners, labels.max() + 1)[labels].astype(np.int32)
     assignment = remove_singletons(labels, assignment)
-    sampler = make_sampler("joint", labels, assignment, args.learners, args.batch,
-                           default.get_config().data.samples_per_class, seed=0)
-    rows = np.arange(len(labels)) % len(images)  # the SOP index space onto the cache's rows
-    all_images, all_sizes = SelectedRows(images, rows), np.asarray(sizes)[rows]
-    augment_config = default.get_config().augment
-    dtype = jnp.float32 if jax.devices()[0].platform == "cpu" else jnp.bfloat16  # dtype 'auto'
+    config = default.get_config()
+    sampler = make_sampler(args.schedule, labels, assignment, args.learners, args.batch,
+                           config.data.samples_per_class, seed=0)
+    mesh = parallel.make_mesh()
+    loader = feed.view_loader(config, workers)
+    try:
+        def timed(batches, count):
+            next(batches)  # start-up: the pool, the first requests in flight
+            start = time.perf_counter()
+            for _ in range(count):
+                jax.block_until_ready(next(batches))
+            return count * args.batch / (time.perf_counter() - start)
 
-    @jax.jit
-    def views(batch, key):
-        return augment.train_views(batch["images"], batch["sizes"], key, args.image_size,
-                                   scale=tuple(augment_config.crop_scale),
-                                   ratio=tuple(augment_config.crop_ratio),
-                                   flip=augment_config.flip).astype(dtype)
-
-    def batches():  # as Trainer.train_epoch builds them
-        epoch = 0
-        while True:
-            for b in sampler.epoch(epoch):
-                slots = np.arange(len(b.indices))
-                yield {"images": parallel.put_rows(all_images, b.indices, mesh),
-                       "sizes": parallel.put_rows(all_sizes, b.indices, mesh),
-                       "labels": parallel.put_rows(labels, b.indices, mesh),
-                       "learners": parallel.put_rows(b.learners, slots, mesh),
-                       "valid": parallel.put_rows(b.valid, slots, mesh)}
-            epoch += 1
-
-    source = batches()
-    key = jax.random.key(0)
-    jax.block_until_ready(views(next(source), key))  # compile
-    timing = dict(min_calls=args.min_steps, min_seconds=args.min_seconds)
-
-    host = per_call_seconds(lambda i: jax.block_until_ready(next(source)), **timing)
-
-    batch = next(source)
-    device = per_call_seconds(
-        lambda i: jax.block_until_ready(views(batch, jax.random.fold_in(key, i))), **timing)
-
-    pending, prefetched = [], [next(source), next(source)]  # the trainer's _prefetch(size=2)
-
-    def step(i):
-        pending.append(views(prefetched.pop(0), jax.random.fold_in(key, i)))
-        prefetched.append(next(source))  # gathered while the device works
-        if len(pending) > 2:
-            jax.block_until_ready(pending.pop(0))
-
-    both = per_call_seconds(step, **timing, finish=lambda: jax.block_until_ready(pending))
-    return host * 1e3, device * 1e3, both * 1e3
+        train = feed.train_batches(data, sampler.epoch(0), args.batch, mesh, loader,
+                                   config.augment, seed=0, epoch=0)
+        train_rate = timed(train, args.steps)
+        embed = feed.embed_batches(data.images, data.sizes, args.batch, mesh, loader)
+        eval_rate = timed(embed, args.steps)
+    finally:
+        loader.close()
+    return train_rate, eval_rate
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--images", type=int, default=500, help="synthetic JPEGs for (a)")
-    p.add_argument("--workers", default=f"1,{os.cpu_count() or 1}",
-                   help="comma-separated worker process counts for (a)")
-    p.add_argument("--cache_size", type=int, default=256, help="cache side S")
+    p.add_argument("--workers", default=f"0,{host_views.default_workers()}",
+                   help="comma-separated ViewLoader worker counts for (c) (0: in-process)")
     p.add_argument("--batch", type=int, default=640, help="global batch (80 x 8 learners)")
     p.add_argument("--learners", type=int, default=8)
-    p.add_argument("--image_size", type=int, default=224, help="augmented crop side")
-    p.add_argument("--min_steps", type=int, default=3, help="timed batches per measurement, "
-                   "at least")
-    p.add_argument("--min_seconds", type=float, default=5.0, help="seconds per measurement, "
-                   "at least")
+    p.add_argument("--schedule", default="joint", choices=("joint", "round_robin"))
+    p.add_argument("--per_image", type=int, default=200, help="crops timed per storage in (a)")
+    p.add_argument("--steps", type=int, default=4, help="batches timed per figure in (c)")
+    p.add_argument("--benchmarks", default=",".join(BENCHMARKS),
+                   help="comma-separated benchmarks whose typical size (c) runs at")
     args = p.parse_args()
     command = " ".join(["python bench/input_pipeline.py"] + sys.argv[1:])
-    workers_list = sorted({int(w) for w in args.workers.split(",")})
+    photos = photographs()
+    import jax
 
-    with tempfile.TemporaryDirectory(prefix="dnc_jax-bench-") as work_dir:
-        photos = os.path.join(work_dir, "photos")
-        os.makedirs(photos)
-        files = write_photos(photos, args.images)
-        rates = bench_cache_build(files, args.cache_size, workers_list, work_dir)
-        images, sizes = cache.decode_cached(files, args.cache_size,
-                                            os.path.join(work_dir, f"cache-{workers_list[-1]}"),
-                                            "bench", progress=False)
-        mesh = parallel.make_mesh()
-        host_ms, device_ms, both_ms = bench_batches(images, sizes, args, mesh)
-        del images  # unmap before the folder goes
-
+    cpu = f"{host_views.default_workers()} CPUs"
     device = f"{jax.devices()[0].device_kind} x{jax.device_count()}"
-    print(f"\n`{command}`\n")
-    print(f"| device | host CPUs | cache build: {args.images} JPEGs 500x375 -> S="
-          f"{args.cache_size} | images/s | pool start-up, included |")
-    print("|---|---|---|---|---|")
-    for workers, (rate, startup) in rates.items():
-        print(f"| {device} | {os.cpu_count()} | {workers} worker process(es) | {rate:.0f} | "
-              f"{startup:.1f} s |")
+    storage = bench_storage(photos, args.per_image)
+    with tempfile.TemporaryDirectory(prefix="dnc_jax-bench-") as work_dir:
+        rates = {(name, int(w)): bench_batches(args, work_dir, photos, int(w), name)
+                 for name in args.benchmarks.split(",") for w in args.workers.split(",")}
+
+    print(f"\n`{command}` ({device}, {cpu})\n")
+    print("| benchmark | typical size | JPEG bytes | ms/crop/core: bytes | pixels | "
+          "squashed 256 (copy) | cache: bytes | pixels | squashed 256 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, (jpeg, ms_bytes, ms_pixels, ms_copy) in storage.items():
+        count, (w, h) = BENCHMARKS[name]
+        print(f"| {name} | {w} x {h} | {jpeg / 1e3:.0f} KB | {ms_bytes:.2f} | {ms_pixels:.2f} "
+              f"| {ms_copy:.3f} | {count * jpeg / 1e9:.1f} GB | {count * w * h * 3 / 1e9:.1f} GB"
+              f" | {count * 256 * 256 * 3 / 1e9:.1f} GB |")
     print()
-    print("| device | batch | crop px | stage | ms/batch | batches/s | images/s |")
-    print("|---|---|---|---|---|---|---|")
-    for stage, ms in (("host: sampler + gather + put_rows", host_ms),
-                      ("device: train_views (jit)", device_ms),
-                      ("both, overlapped as in training", both_ms)):
-        print(f"| {device} | {args.batch} | {args.image_size} | {stage} | {ms:.1f} | "
-              f"{1e3 / ms:.2f} | {args.batch * 1e3 / ms:.0f} |")
+    print("| benchmark | device | host | schedule | batch | view workers | train crops images/s "
+          "| eval views images/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (name, workers), (train, evals) in rates.items():
+        print(f"| {name} | {device} | {cpu} | {args.schedule} | {args.batch} | "
+              f"{workers or 'in-process'} | {train:.0f} | {evals:.0f} |")
 
 
 if __name__ == "__main__":

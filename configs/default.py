@@ -34,8 +34,12 @@ def get_config():
     config.data.tfds_name = ""     # 'tfds': caltech_birds2011 | cars196 | stanford_online_products
     config.data.tfds_data_dir = ""  # 'tfds': where it is prepared ('': $TFDS_DATA_DIR, else
                                     # ~/tensorflow_datasets); never downloaded
-    config.data.cache_dir = "~/.cache/dnc_jax"  # decoded uint8 images are cached here
-    config.data.image_size = 256   # side S of the cached S x S uint8 images
+    config.data.cache_dir = "~/.cache/dnc_jax"  # image files are packed (their own bytes,
+                                   # checked once) into one cache file per split here
+    config.data.view_workers = -1  # image files: processes decoding and cropping at the images'
+                                   # own resolution (-1: one per core; 0: the main process)
+    config.data.image_size = 256   # glyphs: side of the rendered images (image files are used
+                                   # at their own resolution)
     config.data.skip_bad_images = False  # skip corrupt/truncated images (warned) instead of failing
     config.data.batch_size = 80    # global batch of one step (all devices, all learners).
                                    # 'round_robin': the whole batch is one learner's (papers: 80);
@@ -46,6 +50,10 @@ def get_config():
                                         # 'official': len(cluster) // batch batches per learner,
                                         # the official sampler's (fewer images where classes are
                                         # small: SOP 1 / 1.5)
+    config.data.sampler = "exact"  # 'exact': every usable image once an epoch (chunks of M per
+                                   # class); 'official': classes drawn uniformly for every
+                                   # batch, as the paper's own code (CVPR: short classes repeat
+                                   # images; PAMI: other images fill the batch)
     config.data.eval_batch_size = 256  # images per embedding step at evaluation/clustering
     config.data.glyphs = ml_collections.ConfigDict()
     config.data.glyphs.classes = "letters"  # 'letters' (Latin, Greek, Cyrillic, digits,

@@ -6,11 +6,11 @@
 file with one image path per line, or a CSV whose first column is the image path (a header row
 starting with `path` is skipped); relative paths in a list are relative to the list's folder.
 
-Images go through the training pipeline's own steps: decoded once into the uint8 cache
-(`dnc_jax.data.cache.decode_cached`, under WORKDIR/embed_cache unless --cache_dir; a second run
-over the same unchanged files decodes nothing; entries of other file sets stay until the folder
-is cleared by hand), then the run's eval transform (Resize + CenterCrop per `augment`) and the
-network on the device. Writes
+Images go through the training pipeline's own steps: packed and checked once into the image
+cache (`dnc_jax.data.cache.cached_images`, under WORKDIR/embed_cache unless --cache_dir; a
+second run over the same unchanged files reads nothing again; entries of other file sets stay
+until the folder is cleared by hand), then the run's eval transform (Resize + CenterCrop at the
+images' own resolution, `host_views`) and the network on the device. Writes
 
     emb.npy          float32 [N, d], row i the evaluation embedding of path i
     emb.paths.txt    the N absolute image paths, one per line, in the same order
@@ -97,13 +97,11 @@ def _read_list(path: str) -> list[tuple[int, str]]:
     return entries
 
 
-def decode_files(files: list[str], image_size: int, cache_dir: str, workers=None,
-                 progress: bool = True):
-    """(images uint8 [N, S, S, 3] memmap, sizes [N, 2]) through the training decode cache."""
-    from dnc_jax.data.cache import decode_cached
+def cache_files(files: list[str], cache_dir: str, workers=None, progress: bool = True):
+    """(EncodedImages, sizes [N, 2]) through the training image cache."""
+    from dnc_jax.data.cache import cached_images
 
-    return decode_cached(files, image_size, cache_dir, CACHE_NAME, workers=workers,
-                         progress=progress)
+    return cached_images(files, cache_dir, CACHE_NAME, workers=workers, progress=progress)
 
 
 def embed_files(workdir: str, files: list[str], out: str, batch_size=None, cache_dir=None,
@@ -118,8 +116,7 @@ def embed_files(workdir: str, files: list[str], out: str, batch_size=None, cache
 
     trained = load_trained(workdir, batch_size)
     cache_dir = os.path.expanduser(cache_dir or os.path.join(workdir, "embed_cache"))
-    images, sizes = decode_files(files, trained.config.data.image_size, cache_dir, workers,
-                                 progress)
+    images, sizes = cache_files(files, cache_dir, workers, progress)
     embeddings = trained.embed_fn(images, sizes, progress=progress)
     out = out if out.endswith(".npy") else out + ".npy"  # np.save would append it anyway
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -58,13 +58,39 @@ def put_replicated(tree, mesh):
 def put_rows(source, rows, mesh):
     """The global batch `source[rows]`, gathering on each host only its own devices' rows.
 
-    `source` is any array-like indexed by a row list (e.g. a memory-mapped uint8 image cache),
+    `source` is any array-like indexed by a row list (e.g. a memory-mapped uint8 array),
     so a host never reads images that other hosts feed.
     """
     rows = np.asarray(rows)
     shape = (len(rows),) + tuple(source.shape[1:])
     return jax.make_array_from_callback(
         shape, batch_sharding(mesh), lambda index: np.asarray(source[rows[index[0]]]))
+
+
+def local_span(num_rows: int, mesh) -> tuple[int, int]:
+    """[lo, hi): the rows of a global batch of `num_rows` that this process's devices hold.
+
+    The mesh orders devices by process, so they are one contiguous block; a host computes only
+    those rows (its share of the decoding, for host-side views).
+    """
+    index_map = batch_sharding(mesh).addressable_devices_indices_map((num_rows,))
+    spans = [range(num_rows)[index[0]] for index in index_map.values()]
+    lo, hi = min(r.start for r in spans), max(r.stop for r in spans)
+    if sum(len(r) for r in set(spans)) != hi - lo:
+        raise ValueError(f"this process's rows of a batch of {num_rows} are not contiguous")
+    return lo, hi
+
+
+def put_local(local, lo: int, num_rows: int, mesh):
+    """The global batch of `num_rows` rows from `local`, this process's rows [lo, hi) of it."""
+    local = np.asarray(local)
+
+    def rows(index):
+        span = range(num_rows)[index[0]]
+        return local[span.start - lo:span.stop - lo]
+
+    return jax.make_array_from_callback((num_rows,) + local.shape[1:], batch_sharding(mesh),
+                                        rows)
 
 
 def is_main_process() -> bool:

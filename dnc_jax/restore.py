@@ -2,7 +2,8 @@
 
     from dnc_jax.restore import load_trained
     config, model, model_params, batch_stats, slices, embed_fn = load_trained("runs/sop")
-    embeddings = embed_fn(images_uint8, sizes)   # float32 [N, d], the evaluation embedding
+    embeddings = embed_fn(images)   # float32 [N, d], the evaluation embedding of an
+                                    # EncodedImages (image files) or of uint8 rows
 
 The model is rebuilt from WORKDIR/config.json exactly as training built it, and only the
 network's parameters and BN statistics are read from the newest readable checkpoint (orbax
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from dnc_jax import feed
 from dnc_jax import parallel
 from dnc_jax import steps
 from dnc_jax import train
@@ -127,33 +129,53 @@ def _explain(error: Exception) -> str:
 class EmbedFn:
     """`embed_fn(images, sizes=None) -> float32 [N, d]`: the evaluation embedding.
 
-    `images` uint8 [N, S, S, 3] (any row-indexable array, e.g. the memmap of `decode_cached`),
-    `sizes` int32 [N, 2] their original (height, width) or None when the rows are the
-    originals. The same loop as `Trainer.embed`: fixed batches of `batch_size` rows, the last
-    padded with its final image, so one compiled program serves every call. Carries the
-    provenance of the weights: `step`, `epoch`, `checkpoint_dir`.
+    `images` is either an `EncodedImages` (image files through the image cache: the eval views
+    are cut on the host at their own resolution) or uint8 rows [N, S, S, 3] (any row-indexable
+    array) whose eval view the device computes, `sizes` int32 [N, 2] their original (height,
+    width) or None when the rows are the originals. `embed_views(views)` embeds eval views
+    already cut (uint8 [N, out, out, 3]). The same batches as `Trainer.embed`
+    (`dnc_jax.feed.embed_batches`): fixed batches of `batch_size` rows, the last padded with
+    its final image, so one compiled program serves every call. Carries the provenance of the
+    weights: `step`, `epoch`, `checkpoint_dir`.
     """
 
     def __init__(self, model, config, model_params, batch_stats, slices, mesh, batch_size,
                  step, epoch, checkpoint_dir):
         self.step, self.epoch, self.checkpoint_dir = step, epoch, checkpoint_dir
         self.batch_size = batch_size
+        self._config = config
         self._mesh = mesh
         self._variables = (model_params, batch_stats)
         self._slices = parallel.put_replicated(slices, mesh)
-        self._embed_step = jax.jit(steps.make_embed_step(model, config.augment))
+        self._steps = {cut: jax.jit(steps.make_embed_step(model, config.augment, cut))
+                       for cut in (False, True)}
+        self._loader = None
+
+    def _view_loader(self):
+        if self._loader is None:
+            self._loader = feed.view_loader(self._config)
+        return self._loader
 
     def __call__(self, images, sizes=None, progress: bool = False) -> np.ndarray:
+        cut = feed.host_cut(images)
+        loader = self._view_loader() if cut else None
+        return self._run(feed.embed_batches(images, sizes, self.batch_size, self._mesh, loader),
+                         len(images), self._steps[cut], progress)
+
+    def embed_views(self, views, progress: bool = False) -> np.ndarray:
+        """float32 [N, d] of eval views already cut, uint8 [N, out, out, 3]."""
+        views = np.asarray(views)
+        batches = ((b, None) for b, _ in feed.embed_batches(views, None, self.batch_size,
+                                                             self._mesh))
+        return self._run(batches, len(views), self._steps[True], progress)
+
+    def _run(self, batches, n, embed_step, progress):
         from dnc_jax import logs
 
-        n, b = len(images), self.batch_size
         outs, pending = [], collections.deque()
-        bar = logs.progress_bar(-(-n // b), "embed", progress)
-        for start in range(0, n, b):
-            rows = np.minimum(np.arange(start, start + b), n - 1)  # pad with the last image
-            batch = parallel.put_rows(images, rows, self._mesh)
-            batch_sizes = None if sizes is None else parallel.put_rows(sizes, rows, self._mesh)
-            out = self._embed_step(*self._variables, batch, batch_sizes, self._slices)
+        bar = logs.progress_bar(-(-n // self.batch_size), "embed", progress)
+        for batch, batch_sizes in batches:
+            out = embed_step(*self._variables, batch, batch_sizes, self._slices)
             pending.append(out["embedding"])
             # Fetched one batch late, so the device is never idle waiting on the host, and a
             # large image set never has to fit in device memory.
@@ -165,6 +187,11 @@ class EmbedFn:
         if not outs:
             return np.zeros((0, self._slices.shape[1]), np.float32)
         return np.concatenate(outs)[:n].astype(np.float32)
+
+    def close(self):
+        if self._loader is not None:
+            self._loader.close()
+            self._loader = None
 
 
 def load_trained(workdir: str, batch_size: Optional[int] = None) -> TrainedModel:

@@ -17,7 +17,8 @@ _NEUTRAL_PREFIXES = ("progress", "log_every_steps", "num_epochs", "checkpoint.",
 
 # Keys added after runs were saved without them, with the value that does what the code did
 # before the key existed: such a run resumes as it was trained when the key holds that value.
-_ADDED_KEYS = {"data.epoch_length": "exact", "loss.distance_weighted_dim": "view",
+_ADDED_KEYS = {"data.epoch_length": "exact", "data.sampler": "exact",
+               "loss.distance_weighted_dim": "view",
                "optim.joint_lr_rule": "none", "divide.warmup_epochs": 0,
                "data.glyphs.classes": "letters"}
 

@@ -84,15 +84,20 @@ def load_index(index_path: str) -> tuple[np.ndarray, list[str]]:
 
 
 def embed_query(trained, path: str) -> np.ndarray:
-    """float32 [d]: the image at `path` decoded as the cache decodes every row, then embedded."""
-    from dnc_jax.data.cache import decode_image
+    """float32 [d]: the image at `path` decoded and cut as every indexed image is, embedded."""
+    from dnc_jax.data import augment, host_views
+    from dnc_jax.data.cache import read_checked
+    from dnc_jax.data.encoded import decode_bytes
 
     if not os.path.isfile(path):
         raise DataError(f"query image not found: {path}")
-    # decode_image is the row decoder of `decode_cached`, so the query matches the index's
-    # pixels exactly without adding a cache entry per query.
-    image, (height, width) = decode_image(path, trained.config.data.image_size)
-    return trained.embed_fn(image[None], np.array([[height, width]], np.int32))[0]
+    # The cache's own reader and the loader's own eval view, so the query's pixels are those
+    # an indexed copy of the file gets, without adding a cache entry per query.
+    data, _ = read_checked(path)
+    aug = trained.config.augment
+    view = host_views.eval_view(decode_bytes(data), aug.image_size,
+                                augment.eval_resize_size(aug))
+    return trained.embed_fn.embed_views(view[None])[0]
 
 
 def nearest(index, query, top: int) -> tuple[np.ndarray, np.ndarray]:

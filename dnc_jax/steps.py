@@ -52,17 +52,23 @@ def effective_masks(params, phase):
 def make_train_step(model, optimizer, loss_fn, aug_config):
     """Returns `train_step(state, batch, phase, rng) -> (state, metrics)`.
 
-    `batch` holds uint8 `images` [B, S, S, 3], `labels`, `learners` [B] int32, `valid` [B] and,
-    for image-file data sets, `sizes` [B, 2] (original height, width; see `augment`).
+    `batch` holds `labels`, `learners` [B] int32, `valid` [B] and either uint8 `images`
+    [B, S, S, 3] rows (+ `sizes` [B, 2], their original height and width, when the rows are
+    resized copies), cropped here, or uint8 `views` [B, out, out, 3], the crops already cut on
+    the host from image files (`dnc_jax.feed`), only flipped and normalised here.
     """
 
     def train_step(state: TrainState, batch, phase, rng):
         rng = jax.random.fold_in(rng, state.step)
         k_aug, k_drop, k_loss = jax.random.split(rng, 3)
-        images = augment.train_views(
-            batch["images"], batch.get("sizes"), k_aug, aug_config.image_size,
-            scale=tuple(aug_config.crop_scale), ratio=tuple(aug_config.crop_ratio),
-            flip=aug_config.flip).astype(model.dtype)
+        if "views" in batch:
+            images = augment.flip_and_normalize(batch["views"], k_aug, aug_config.flip)
+        else:
+            images = augment.train_views(
+                batch["images"], batch.get("sizes"), k_aug, aug_config.image_size,
+                scale=tuple(aug_config.crop_scale), ratio=tuple(aug_config.crop_ratio),
+                flip=aug_config.flip)
+        images = images.astype(model.dtype)
 
         def objective(params):
             out, new_vars = model.apply(
@@ -100,20 +106,25 @@ def make_train_step(model, optimizer, loss_fn, aug_config):
     return train_step
 
 
-def make_embed_step(model, aug_config):
+def make_embed_step(model, aug_config, host_cut: bool = False):
     """Returns `embed_step(model_params, batch_stats, images, sizes, slices) -> dict`.
 
-    `sizes` [B, 2] are the original (height, width) of the cached rows, or None when the rows
-    are the originals; the eval view is torchvision's Resize + CenterCrop in those coordinates.
+    `images` are uint8 rows whose eval view (torchvision's Resize + CenterCrop) is computed
+    here, in the coordinates of `sizes` [B, 2] (original height, width of resized rows; None
+    when the rows are the originals); with `host_cut`, they are the eval views already, cut
+    on the host from image files, and are only normalised.
     `embedding` is the evaluation embedding (the separately normalised blocks, concatenated:
     METHOD.md §1.2.6; with one block, the normalised output, §1.3.6), `features` the
     L2-normalised pooled backbone features used for clustering.
     """
-    resize_size = round(aug_config.image_size / aug_config.eval_crop_fraction)
+    resize_size = augment.eval_resize_size(aug_config)
 
     def embed_step(model_params, batch_stats, images, sizes, slices):
-        views = augment.eval_views(images, sizes, aug_config.image_size,
-                                   resize_size).astype(model.dtype)
+        if host_cut:
+            views = augment.imagenet_normalize(images.astype(jnp.float32))
+        else:
+            views = augment.eval_views(images, sizes, aug_config.image_size, resize_size)
+        views = views.astype(model.dtype)
         out = model.apply({"params": model_params, "batch_stats": batch_stats}, views,
                           train=False)
         return {"embedding": masks_lib.sliced_output(out["embedding"], slices),

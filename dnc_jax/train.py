@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnc_jax import checkpoint as checkpoint_lib
+from dnc_jax import feed
 from dnc_jax import logs
 from dnc_jax import optim
 from dnc_jax import parallel
@@ -142,7 +143,15 @@ class Trainer:
         self.train_step = jax.jit(
             steps.make_train_step(self.model, self.optimizer, loss_fn, config.augment),
             donate_argnums=(0,), out_shardings=(replicated, replicated))
-        self.embed_step = jax.jit(steps.make_embed_step(self.model, config.augment))
+        self.host_cut = feed.host_cut(self.train_set.images)
+        self.embed_step = jax.jit(steps.make_embed_step(self.model, config.augment,
+                                                        self.host_cut))
+        # Image files: worker processes cut the views on the host (dnc_jax.feed).
+        self.loader = feed.view_loader(config) if self.host_cut else None
+
+    def close(self):
+        if self.loader is not None:
+            self.loader.close()
 
     def init_state(self, rng):
         k_model, k_masks, k_loss = jax.random.split(rng, 3)
@@ -167,11 +176,8 @@ class Trainer:
         n, b = len(image_set.labels), self.config.data.eval_batch_size
         outs = collections.defaultdict(list)
         slices = parallel.put_replicated(slices, self.mesh)
-        for start in range(0, n, b):
-            rows = np.minimum(np.arange(start, start + b), n - 1)  # pad with the last image
-            images = parallel.put_rows(image_set.images, rows, self.mesh)
-            sizes = (None if image_set.sizes is None else
-                     parallel.put_rows(image_set.sizes, rows, self.mesh))
+        for images, sizes in feed.embed_batches(image_set.images, image_set.sizes, b, self.mesh,
+                                                self.loader):
             out = self.embed_step(state.params["model"], state.batch_stats, images, sizes,
                                   slices)
             for k, v in out.items():
@@ -257,18 +263,9 @@ class Trainer:
         data = self.train_set
         history = list(history or [])
 
-        def batches():
-            for b in sampler.epoch(epoch, start_step=start_step):
-                slots = np.arange(len(b.indices))
-                batch = {
-                    "images": parallel.put_rows(data.images, b.indices, self.mesh),
-                    "labels": parallel.put_rows(data.labels, b.indices, self.mesh),
-                    "learners": parallel.put_rows(b.learners, slots, self.mesh),
-                    "valid": parallel.put_rows(b.valid, slots, self.mesh),
-                }
-                if data.sizes is not None:
-                    batch["sizes"] = parallel.put_rows(data.sizes, b.indices, self.mesh)
-                yield batch
+        batches = feed.train_batches(data, sampler.epoch(epoch, start_step=start_step),
+                                     cfg.data.batch_size, self.mesh, self.loader, cfg.augment,
+                                     cfg.seed, epoch, start_step)
 
         bar = logs.progress_bar(sampler.steps_per_epoch, f"epoch {epoch}", cfg.progress)
         bar.update(start_step)
@@ -283,7 +280,7 @@ class Trainer:
                 history.append({k: np.asarray(v).tolist() for k, v in metrics.items()})
 
         start = time.time()
-        for batch in _prefetch(batches(), size=2):
+        for batch in _prefetch(batches, size=2):
             state, metrics = self.train_step(state, batch, phase_dev, rng)
             pending.append(metrics)
             drain(keep=2)
@@ -368,6 +365,7 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) 
         config.data.batch_size, config.data.samples_per_class, config.divide.num_learners,
         config.divide.learner_schedule, min_classes=1 if config.loss.name in PROXY_LOSSES else 2)
     sampler_lib.check_epoch_length(config.data.get("epoch_length", "exact"))
+    sampler_lib.check_sampler(config.data.get("sampler", "exact"))
     schedule.phase(config.divide, 0)  # the phase plan's keys (warm-up, K for 'pami')
     joint_lr_scale(config, 1)
 
@@ -384,6 +382,14 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) 
 def _run(config, workdir, datasets, stop):
     mesh = parallel.make_mesh()
     trainer = Trainer(config, datasets, mesh)
+    try:
+        return _train(config, workdir, trainer, stop)
+    finally:
+        trainer.close()
+
+
+def _train(config, workdir, trainer, stop):
+    datasets = trainer.datasets
     writer = logs.MetricsWriter(workdir)
     board = logs.Board(workdir)
     rng = jax.random.key(config.seed)
@@ -456,7 +462,8 @@ def _run(config, workdir, datasets, stop):
         sampler = sampler_lib.make_sampler(
             config.divide.learner_schedule, trainer.train_set.labels, assignment,
             phase.num_learners, config.data.batch_size, config.data.samples_per_class,
-            config.seed, config.data.get("epoch_length", "exact"))
+            config.seed, config.data.get("epoch_length", "exact"),
+            sampler=config.data.get("sampler", "exact"), method=config.divide.schedule)
 
         def save_mid_epoch(state_, history_, epoch=epoch, record=record, assignment=assignment):
             ckpt.save(state_, assignment, {"epoch": epoch, "complete": False,

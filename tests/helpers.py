@@ -7,6 +7,7 @@ def tiny_config():
     config.num_epochs = 2
     config.progress = False
     config.data.image_size = 16
+    config.data.view_workers = 0  # image files cut in the test process: no worker start-up
     # The tests' runs keep the joint step (one compiled step serves all learners at once) and
     # cluster at epoch 0, whatever the demo's defaults.
     config.divide.learner_schedule = "joint"

@@ -13,18 +13,22 @@ from dnc_jax.data.errors import DataError
 from dnc_jax.data.sampler import remove_singletons
 from tests.test_sources import _data_config, _image, _sop, _warnings, _write
 
-SIDE = 8  # data.image_size of _data_config
 
 
 @pytest.fixture(autouse=True)
 def in_process_cache(monkeypatch):
-    """The real decode cache, decoding in this process: a pool of spawned workers per split
+    """The real image cache, checking in this process: a pool of spawned workers per split
     would cost seconds of start-up for a handful of images (test_cache covers the pool)."""
-    def decode(files, size, cache_dir, name, skip_bad=False):
-        return cache.decode_cached(files, size, cache_dir, name, workers=1, progress=False,
+    def cached(files, cache_dir, name, skip_bad=False):
+        return cache.cached_images(files, cache_dir, name, workers=1, progress=False,
                                    skip_bad=skip_bad)
 
-    monkeypatch.setattr(image_lists, "_decode", decode)
+    monkeypatch.setattr(image_lists, "_cached", cached)
+
+
+def _pixels(images, i):
+    """Row i of an image set's images, decoded (uint8 [H, W, 3])."""
+    return np.asarray(images.decode(i))
 
 
 def _photo(path, seed, size=(40, 30), mode="RGB", fmt=None):
@@ -62,14 +66,14 @@ def _truncated(path, seed):
 
 
 def _pil_rows(paths):
-    """What the cache must hold: PIL's convert('RGB') then the LANCZOS resize, and the sizes."""
+    """What the cache must give back: PIL's convert('RGB') of each file, and the sizes."""
     images, sizes = [], []
     for p in paths:
         with Image.open(p) as im:
             im = im.convert("RGB")
-            images.append(np.asarray(im.resize((SIDE, SIDE), Image.LANCZOS)))
+            images.append(np.asarray(im))
             sizes.append((im.height, im.width))
-    return np.stack(images), np.asarray(sizes)
+    return images, np.asarray(sizes)
 
 
 def _csv_data_set(tmp_path, rows, bad=None):
@@ -87,12 +91,12 @@ def _csv_data_set(tmp_path, rows, bad=None):
 def _assert_aligned(image_set):
     """Images, sizes, labels and paths of every row describe the same file."""
     want_images, want_sizes = _pil_rows(image_set.paths)
-    np.testing.assert_array_equal(np.asarray(image_set.images), want_images)
+    for i, want in enumerate(want_images):
+        np.testing.assert_array_equal(_pixels(image_set.images, i), want)
     np.testing.assert_array_equal(image_set.sizes, want_sizes)
     assert [image_set.class_names[c] for c in image_set.labels] == [
         os.path.basename(os.path.dirname(p)) for p in image_set.paths]
-    assert image_set.images.shape == (len(image_set), SIDE, SIDE, 3) == (
-        len(image_set.paths), SIDE, SIDE, 3)
+    assert len(image_set.images) == len(image_set) == len(image_set.paths)
 
 
 # --- the list -------------------------------------------------------------------------------
@@ -148,13 +152,13 @@ def test_truncated_jpeg_is_undecodable(tmp_path):
         assert im.size == (64, 48)
     with pytest.raises(DataError, match=r"cannot decode image .*t.jpg: OSError: image file is "
                                         r"truncated"):
-        cache.decode_image(path, SIDE)
+        cache.read_checked(path)
     # Even when another library has told PIL to pad truncated files.
     from PIL import ImageFile
     ImageFile.LOAD_TRUNCATED_IMAGES = True
     try:
         with pytest.raises(DataError, match="truncated"):
-            cache.decode_image(path, SIDE)
+            cache.read_checked(path)
         assert ImageFile.LOAD_TRUNCATED_IMAGES  # restored
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -187,9 +191,10 @@ def test_skip_bad_images_drops_and_counts_them(tmp_path, caplog):
     for s in (train, test):
         _assert_aligned(s)
         assert s.labels.dtype == np.int32
-    # Gathering rows as the trainer does (put_rows: source[rows]) gives the kept images.
-    np.testing.assert_array_equal(train.images[np.array([2, 0])],
-                                  _pil_rows([train.paths[2], train.paths[0]])[0])
+    # Selecting rows as the loader does gives the kept images.
+    chosen = train.images.select(np.array([2, 0]))
+    for i, want in enumerate(_pil_rows([train.paths[2], train.paths[0]])[0]):
+        np.testing.assert_array_equal(_pixels(chosen, i), want)
 
     # The completed cache is reused as it is, and a strict run on it still names the files.
     caplog.clear()
@@ -243,7 +248,7 @@ def test_solid_colours_convert_exactly(tmp_path):
     _save(Image.new("CMYK", (20, 10), (0, 255, 255, 0)), str(folder / "b" / "cmyk.jpg"))
     _image(str(folder / "b" / "red.png"))
     sets = sources.load_dataset(_data_config(tmp_path, "folder", folder))
-    pixel = {os.path.basename(p): s.images[i][SIDE // 2, SIDE // 2].tolist()
+    pixel = {os.path.basename(p): _pixels(s.images, i)[5, 10].tolist()
              for s in sets.values() for i, p in enumerate(s.paths)}
     assert pixel["gray.png"] == [77, 77, 77]
     assert pixel["clear.png"] == [10, 200, 30]
@@ -298,21 +303,21 @@ def test_cache_of_another_data_set_is_not_reused(tmp_path):
 
     first = sources.load_dataset(_data_config(tmp_path, "folder", folder("red", (250, 0, 0))))
     second = sources.load_dataset(_data_config(tmp_path, "folder", folder("blue", (0, 0, 250))))
-    assert first["train"].images[0][4, 4].tolist() == [250, 0, 0]
-    assert second["train"].images[0][4, 4].tolist() == [0, 0, 250]
+    assert _pixels(first["train"].images, 0)[4, 4].tolist() == [250, 0, 0]
+    assert _pixels(second["train"].images, 0)[4, 4].tolist() == [0, 0, 250]
     # The same paths holding other images (a data set replaced in place): another key too.
     for path in second["train"].paths + second["test"].paths:
         Image.new("RGB", (16, 12), (0, 250, 0)).save(path)
         os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 10**9))  # a later, distinct mtime
     third = sources.load_dataset(_data_config(tmp_path, "folder", tmp_path / "blue"))
-    assert third["train"].images[0][4, 4].tolist() == [0, 250, 0]
+    assert _pixels(third["train"].images, 0)[4, 4].tolist() == [0, 250, 0]
     assert third["train"].sizes.tolist() == [[12, 16]] * 2
-    # Another image size: another key, rows of the new side.
+    # data.image_size (the glyphs' side) does not touch image files: the same cache serves.
     config = _data_config(tmp_path, "folder", tmp_path / "blue")
     config.image_size = 5
-    assert sources.load_dataset(config)["train"].images.shape == (2, 5, 5, 3)
-    names = sorted(f for f in os.listdir(tmp_path / "cache") if not f.endswith("-sizes.npy"))
-    assert len(names) == 8 and all(n.startswith("folder-") for n in names)
+    assert sources.load_dataset(config)["train"].sizes.tolist() == [[12, 16]] * 2
+    names = sorted(f for f in os.listdir(tmp_path / "cache") if f.endswith("-sizes.npy"))
+    assert len(names) == 6 and all(n.startswith("folder-") for n in names)
 
 
 # --- the cache under skip_bad ---------------------------------------------------------------
@@ -330,18 +335,18 @@ def test_skip_retries_transient_failures_and_resumes_a_failed_build(tmp_path, mo
         return real_decode_row(job)
 
     monkeypatch.setattr(cache, "_decode_row", decode_row)
-    images, sizes = cache.decode_cached(files, SIDE, str(tmp_path / "a"), "set", workers=1,
+    images, sizes = cache.cached_images(files, str(tmp_path / "a"), "set", workers=1,
                                         progress=False, skip_bad=True)
     assert sorted(decoded) == [0, 1, 1, 2, 3, 3, 4]  # 1 and 3 retried once, in this process
     assert cache.bad_rows(sizes).tolist() == [1]
-    assert not images[1].any() and sizes[1].tolist() == [0, 0]
-    np.testing.assert_array_equal(np.delete(np.asarray(images), 1, axis=0),
-                                  _pil_rows(files[:1] + files[2:])[0])
+    assert not np.asarray(images.encoded(1)).any() and sizes[1].tolist() == [0, 0]
+    for i, want in zip([0, 2, 3, 4], _pil_rows(files[:1] + files[2:])[0]):
+        np.testing.assert_array_equal(_pixels(images, i), want)
 
     # A skip build after a failed strict one decodes only the rows the strict one could not.
     folder = str(tmp_path / "b")
     with pytest.raises(DataError, match=r"1 image\(s\) of 'set' cannot be decoded: .*1.jpg"):
-        cache.decode_cached(files, SIDE, folder, "set", workers=1, progress=False)
+        cache.cached_images(files, folder, "set", workers=1, progress=False)
     decoded.clear()
-    cache.decode_cached(files, SIDE, folder, "set", workers=1, progress=False, skip_bad=True)
+    cache.cached_images(files, folder, "set", workers=1, progress=False, skip_bad=True)
     assert decoded == [1, 1]

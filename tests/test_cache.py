@@ -1,4 +1,5 @@
-"""The decode-once cache: content, reuse, resume after an interruption, keys, bad files."""
+"""The image cache: content (the files' own bytes and sizes), reuse, resume after an
+interruption, keys, bad files."""
 import os
 
 import numpy as np
@@ -8,7 +9,6 @@ from PIL import Image
 from dnc_jax.data import cache
 from dnc_jax.data.errors import DataError
 
-SIDE = 24
 REAL_DECODE_ROW = cache._decode_row
 
 
@@ -28,35 +28,45 @@ def write_images(folder, count=7):
     return files
 
 
-def expected_rows(files, side=SIDE):
-    """What the cache must hold: PIL's own decode, RGB, LANCZOS resize of the whole image."""
-    images, sizes = [], []
+def expected(files):
+    """What the cache must hold: each file's bytes, unchanged, and PIL's RGB (height, width)."""
+    data, sizes = [], []
     for path in files:
+        with open(path, "rb") as f:
+            data.append(f.read())
         with Image.open(path) as im:
             im = im.convert("RGB")
-            images.append(np.asarray(im.resize((side, side), Image.LANCZOS)))
             sizes.append((im.height, im.width))
-    return np.stack(images), np.asarray(sizes, np.int32)
+    return data, np.asarray(sizes, np.int32)
+
+
+def assert_holds(images, sizes, files):
+    want_data, want_sizes = expected(files)
+    assert len(images) == len(files)
+    assert [bytes(images.encoded(i)) for i in range(len(files))] == want_data
+    np.testing.assert_array_equal(sizes, want_sizes)
+    for i, path in enumerate(files):  # decoding the stored bytes is decoding the file
+        with Image.open(path) as im:
+            np.testing.assert_array_equal(np.asarray(images.decode(i)),
+                                          np.asarray(im.convert("RGB")))
 
 
 def test_parallel_build_equals_direct_decode_and_is_reused(tmp_path, monkeypatch):
     files = write_images(tmp_path)
-    images, sizes = cache.decode_cached(files, SIDE, str(tmp_path / "c"), "set", workers=2,
+    images, sizes = cache.cached_images(files, str(tmp_path / "c"), "set", workers=2,
                                         progress=False)
-    want_images, want_sizes = expected_rows(files)
-    np.testing.assert_array_equal(images, want_images)
-    np.testing.assert_array_equal(sizes, want_sizes)
-    assert sizes.dtype == np.int32 and images.dtype == np.uint8
-    assert isinstance(images, np.memmap) and not images.flags.writeable
-    with pytest.raises(ValueError):
-        images[0, 0, 0, 0] = 1
-    paths = cache.cache_paths(files, SIDE, str(tmp_path / "c"), "set")
+    assert_holds(images, sizes, files)
+    assert sizes.dtype == np.int32
+    paths = cache.cache_paths(files, str(tmp_path / "c"), "set")
     assert sorted(os.listdir(tmp_path / "c")) == sorted(  # no partial or done files left
-        [os.path.basename(paths.images), os.path.basename(paths.sizes)])
+        os.path.basename(p) for p in (paths.images, paths.offsets, paths.sizes))
+    assert os.path.getsize(paths.images) - 128 == sum(os.path.getsize(f) for f in files)
 
     monkeypatch.setattr(cache, "_build", lambda *a, **k: pytest.fail("rebuilt a complete cache"))
-    again, _ = cache.decode_cached(files, SIDE, str(tmp_path / "c"), "set", progress=False)
-    np.testing.assert_array_equal(again, want_images)
+    again, _ = cache.cached_images(files, str(tmp_path / "c"), "set", progress=False)
+    assert_holds(again, sizes, files)
+    subset = again.select([4, 0])
+    assert bytes(subset.encoded(0)) == bytes(again.encoded(4)) and len(subset) == 2
 
 
 class Interrupted(BaseException):
@@ -93,8 +103,8 @@ def test_resume_decodes_only_missing_rows(tmp_path, monkeypatch, hard_kill):
     first = count_decodes(monkeypatch, fail_after=5,
                           on_fail=(lambda: killed.append(True)) if hard_kill else None)
     with pytest.raises(Interrupted):
-        cache.decode_cached(files, SIDE, folder, "set", workers=1, progress=False)
-    paths = cache.cache_paths(files, SIDE, folder, "set")
+        cache.cached_images(files, folder, "set", workers=1, progress=False)
+    paths = cache.cache_paths(files, folder, "set")
     assert not os.path.exists(paths.images) and not os.path.exists(paths.sizes)
     done = np.load(paths.done)
     assert done.sum() == (4 if hard_kill else 5)  # periodic checkpoints every 2 rows
@@ -102,42 +112,38 @@ def test_resume_decodes_only_missing_rows(tmp_path, monkeypatch, hard_kill):
 
     killed.clear()
     second = count_decodes(monkeypatch)
-    images, sizes = cache.decode_cached(files, SIDE, folder, "set", workers=1, progress=False)
+    images, sizes = cache.cached_images(files, folder, "set", workers=1, progress=False)
     assert sorted(second) == sorted(set(range(len(files))) - set(np.flatnonzero(done)))
-    want_images, want_sizes = expected_rows(files)
-    np.testing.assert_array_equal(images, want_images)
-    np.testing.assert_array_equal(sizes, want_sizes)
+    assert_holds(images, sizes, files)
     assert not os.path.exists(paths.done) and not os.path.exists(paths.images_partial)
 
 
 def test_finalisation_cut_between_renames_recovers(tmp_path, monkeypatch):
     files = write_images(tmp_path, count=3)
     folder = str(tmp_path / "c")
-    want, _ = cache.decode_cached(files, SIDE, folder, "set", workers=1, progress=False)
-    want = np.array(want)
-    paths = cache.cache_paths(files, SIDE, folder, "set")
+    cache.cached_images(files, folder, "set", workers=1, progress=False)
+    paths = cache.cache_paths(files, folder, "set")
     os.replace(paths.images, paths.images_partial)  # as if killed after renaming the sizes
     np.save(paths.done, np.ones(len(files), bool))
     decoded = count_decodes(monkeypatch)
-    images, _ = cache.decode_cached(files, SIDE, folder, "set", workers=1, progress=False)
+    images, sizes = cache.cached_images(files, folder, "set", workers=1, progress=False)
     assert decoded == []
-    np.testing.assert_array_equal(images, want)
+    assert_holds(images, sizes, files)
 
 
 def test_changed_file_gets_a_new_key(tmp_path):
     files = write_images(tmp_path, count=3)
-    key = cache.cache_key(files, SIDE)
-    assert cache.cache_key(files, SIDE) == key
-    assert cache.cache_key(files, SIDE + 1) != key
-    assert cache.cache_key(files[::-1], SIDE) != key
+    key = cache.cache_key(files)
+    assert cache.cache_key(files) == key
+    assert cache.cache_key(files[::-1]) != key
     stat = os.stat(files[1])
     os.utime(files[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    touched = cache.cache_key(files, SIDE)
+    touched = cache.cache_key(files)
     assert touched != key
     with open(files[2], "ab") as f:  # same mtime, different size
         f.write(b"\0")
     os.utime(files[2], ns=(stat.st_atime_ns, os.stat(files[2]).st_mtime_ns))
-    assert cache.cache_key(files, SIDE) != touched
+    assert cache.cache_key(files) != touched
 
 
 def test_undecodable_file_raises_naming_it_and_keeps_the_other_rows(tmp_path):
@@ -148,10 +154,10 @@ def test_undecodable_file_raises_naming_it_and_keeps_the_other_rows(tmp_path):
     files.insert(2, bad)
     folder = str(tmp_path / "c")
     with pytest.raises(DataError, match="broken.jpg"):
-        cache.decode_cached(files, SIDE, folder, "set", workers=1, progress=False)
-    paths = cache.cache_paths(files, SIDE, folder, "set")
+        cache.cached_images(files, folder, "set", workers=1, progress=False)
+    paths = cache.cache_paths(files, folder, "set")
     assert not os.path.exists(paths.images)
     np.testing.assert_array_equal(np.load(paths.done), [True, True, False, True, True])
     with pytest.raises(DataError, match="missing.*nowhere.png"):
-        cache.decode_cached(files + [str(tmp_path / "nowhere.png")], SIDE, folder, "set",
+        cache.cached_images(files + [str(tmp_path / "nowhere.png")], folder, "set",
                             workers=1, progress=False)

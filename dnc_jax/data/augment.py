@@ -1,8 +1,12 @@
-"""Image views computed on device, inside jit, from the uint8 S x S cache rows.
+"""Image views computed on device, inside jit, from uint8 rows of an image array.
 
-The cache (`dnc_jax.data.cache`) stores every image resized, aspect not kept, to S x S, plus its
-original (height, width). The transforms here are torchvision's, computed in ORIGINAL-image
-integer coordinates exactly as torchvision computes them, then mapped into cache coordinates
+This is the path of data held as fixed-size rows (the rendered glyphs; any uint8 [N, S, S, 3]
+array, optionally with each image's original (height, width) when the rows are resized
+copies). Image files take the other path: their views are cut on the host at the images' own
+resolution (`host_views.py`) and only flipped and normalised here (`flip_and_normalize`).
+
+The transforms are torchvision's, computed in ORIGINAL-image
+integer coordinates exactly as torchvision computes them, then mapped into row coordinates
 (y_cache = y_orig * S / H, x_cache = x_orig * S / W) and resampled in one
 `jax.image.scale_and_translate` per image (bilinear, antialiased when downsampling, like PIL's
 BILINEAR that torchvision uses on PIL images):
@@ -14,10 +18,9 @@ BILINEAR that torchvision uses on PIL images):
 - then ImageNet mean/std normalisation, RGB.
 
 All shapes are fixed and everything is vmapped per image, so a batch is one fused op with no host
-sync. The only difference from torchvision left is the S x S cache itself: the output is resampled
-from an image already resized once (see cache.py for the measured error per S), and a crop's
-border pixels may draw on cache pixels just outside the crop box, where PIL's crop-then-resize
-clips its filter at the box.
+sync. When the rows are the originals the views are torchvision's up to the filter's arithmetic;
+a crop's border pixels may draw on pixels just outside the crop box, where PIL's
+crop-then-resize clips its filter at the box.
 """
 from __future__ import annotations
 
@@ -105,7 +108,7 @@ def center_crop_boxes(sizes, out_size: int, resize_size: int):
 
 
 def _resample_box(image, size_hw, box, out_size):
-    """Resample `box` (original pixels) of one S x S cache row to out_size^2, float [0, 255]."""
+    """Resample `box` (original pixels) of one S x S row to out_size^2, float [0, 255]."""
     cache_side = image.shape[0]
     to_cache = cache_side / size_hw  # cache pixels per original pixel, (y, x)
     top_left, extent = box[:2] * to_cache, box[2:] * to_cache
@@ -116,11 +119,16 @@ def _resample_box(image, size_hw, box, out_size):
 
 
 def resample_boxes(images, sizes, boxes, out_size: int):
-    """uint8 [B, S, S, C] cache rows -> float32 [B, out, out, C] in [0, 255]: each box
+    """uint8 [B, S, S, C] rows -> float32 [B, out, out, C] in [0, 255]: each box
     (top, left, height, width, in original pixels) resized to out x out."""
     sizes = _original_sizes(images, sizes)
     return jax.vmap(_resample_box, in_axes=(0, 0, 0, None))(
         images.astype(jnp.float32), sizes, jnp.asarray(boxes, jnp.float32), out_size)
+
+
+def eval_resize_size(aug_config) -> int:
+    """Resize(r) before CenterCrop(image_size): r = round(image_size / eval_crop_fraction)."""
+    return round(aug_config.image_size / aug_config.eval_crop_fraction)
 
 
 def imagenet_normalize(images_float):
@@ -141,6 +149,16 @@ def train_views(images, sizes, key, out_size: int, scale=(0.08, 1.0), ratio=(3 /
         mirror = jax.random.bernoulli(k_flip, 0.5, (images.shape[0],))
         views = jnp.where(mirror[:, None, None, None], views[:, :, ::-1, :], views)
     return imagenet_normalize(views) if normalize else views
+
+
+def flip_and_normalize(views, key, flip=True):
+    """uint8 [B, out, out, C] train crops cut on the host -> float32, each mirrored with
+    probability 0.5 (when `flip`), ImageNet-normalised."""
+    views = views.astype(jnp.float32)
+    if flip:
+        mirror = jax.random.bernoulli(key, 0.5, (views.shape[0],))
+        views = jnp.where(mirror[:, None, None, None], views[:, :, ::-1, :], views)
+    return imagenet_normalize(views)
 
 
 def eval_views(images, sizes, out_size: int, resize_size: int, normalize=True):

@@ -1,5 +1,5 @@
 """A split as a list of image files, the helpers every file-based source shares, and the step
-that turns such a list into an ImageSet through the decode-once cache (`cache.py`), leaving out
+that turns such a list into an ImageSet through the image cache (`cache.py`), leaving out
 the images that cannot be decoded when `data.skip_bad_images` allows it.
 
 Parsers (`benchmarks.py`, `custom.py`, `tfds_source.py`) only read lists and folders and return
@@ -107,14 +107,14 @@ def warn_unofficial_counts(title: str, lists: dict[str, ImageList],
 
 
 def to_image_set(image_list: ImageList, data_config, name: str) -> ImageSet:
-    """Decodes (once, cached) the list's images to uint8 S x S rows with their original sizes.
+    """The list's images through the image cache: their bytes (`EncodedImages`), checked
+    once, with their (height, width).
 
     With `data.skip_bad_images` the rows of undecodable files are kept, with size (0, 0)
     (`undecodable_rows`), for `without_rows` to drop; otherwise such a file is a DataError.
     """
-    images, sizes = _decode(list(image_list.paths), data_config.image_size,
-                            os.path.expanduser(data_config.cache_dir), name,
-                            bool(data_config.get("skip_bad_images", False)))
+    images, sizes = _cached(list(image_list.paths), os.path.expanduser(data_config.cache_dir),
+                            name, bool(data_config.get("skip_bad_images", False)))
     return ImageSet(images=images, labels=np.asarray(image_list.labels, np.int32),
                     class_names=list(image_list.class_names), sizes=sizes,
                     paths=list(image_list.paths))
@@ -156,15 +156,16 @@ def without_rows(image_sets: dict[str, ImageSet], drop: dict[str, np.ndarray],
         for s in group:
             old, rows = image_sets[s], keep[s]
             out[s] = ImageSet(
-                images=SelectedRows(old.images, rows), labels=new_label[old.labels[rows]],
+                images=(old.images.select(rows) if hasattr(old.images, "select") else
+                        SelectedRows(old.images, rows)), labels=new_label[old.labels[rows]],
                 class_names=[class_names[c] for c in present],
                 sizes=None if old.sizes is None else np.asarray(old.sizes)[rows],
                 paths=None if old.paths is None else [old.paths[i] for i in rows])
     return {s: out[s] for s in image_sets}
 
 
-def _decode(files, size, cache_dir, name, skip_bad=False):
+def _cached(files, cache_dir, name, skip_bad=False):
     # Imported here: the cache pulls in multiprocessing machinery parsers never need.
-    from dnc_jax.data.cache import decode_cached
+    from dnc_jax.data.cache import cached_images
 
-    return decode_cached(files, size, cache_dir, name, skip_bad=skip_bad)
+    return cached_images(files, cache_dir, name, skip_bad=skip_bad)
