@@ -1,6 +1,9 @@
-"""In-shop Clothes Retrieval with the CVPR 2019 code's settings (METHOD.md §2.4): K=8, d=128,
-200 epochs, batches of 20 classes x 4 images, Adam 1e-5 / wd 1e-4, recluster every 2 epochs,
-full embedding from epoch 80, whole-data finetune from 190 (all inherited from default.py).
+"""In-shop Clothes Retrieval with this project's recipe (configs/default.py's values).
+
+This project's recipe: the CVPR schedule (K=8, d=128, 200 epochs, batches of 20 classes x 4,
+Adam 1e-5 / wd 1e-4, recluster every 2 epochs, full embedding from epoch 80, whole-data finetune
+from 190) with distance-weighted mining, every usable image once an epoch, and bfloat16 compute
+on accelerators. The official recipe, the CVPR README command, is configs/cvpr/inshop.py.
 
 Set --config.data.root to the folder holding Eval/list_eval_partition.txt and img/. Evaluation
 retrieves the query images (14,218) from the gallery (12,612), 3,985 identities.

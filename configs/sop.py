@@ -1,4 +1,13 @@
-"""Stanford Online Products with the CVPR 2019 code's settings (METHOD.md §2.4).
+"""Stanford Online Products with this project's recipe (configs/default.py's values).
+
+This project's recipe: the CVPR schedule (K=8 slices of a 128-d embedding, recluster every 2
+epochs, whole embedding from epoch 80, whole-data finetune from 190, 200 epochs, learners taking
+turns on batches of 20 classes x 4, Adam 1e-5 / coupled wd 1e-4, margin loss alpha 0.2 beta 1.2)
+with distance-weighted mining (the author's advice in the CVPR repository's issue #6), every
+usable image once an epoch, and bfloat16 compute on accelerators. It is not the official
+recipe: that is configs/cvpr/sop.py (the CVPR README command: EasyPeasy miner, the official
+sampler's epoch length and batches, float32); configs/sop_joint.py is the fast variant of this
+one. README.md, "Published results and the configs that target them", lists the differences.
 
 Set --config.data.root to the folder holding Ebay_train.txt and Ebay_test.txt.
 """

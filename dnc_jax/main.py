@@ -27,7 +27,15 @@ flags.mark_flags_as_required(["config"])
 
 
 def default_workdir(config_path: str) -> str:
-    name = os.path.splitext(os.path.basename(config_path))[0]
+    """runs/<config>-<time>; a config in a sub-folder of configs/ keeps its folder in the name
+    (configs/cvpr/sop.py -> runs/cvpr-sop-...), so paper runs and ours do not look alike."""
+    path = os.path.splitext(os.path.normpath(config_path.split(":")[0]))[0]
+    parts = path.split(os.sep)
+    if "configs" in parts:
+        parts = parts[len(parts) - parts[::-1].index("configs"):]
+    else:
+        parts = parts[-1:]
+    name = "-".join(parts)
     return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 

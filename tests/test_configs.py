@@ -10,8 +10,12 @@ from dnc_jax.data.sampler import learner_slots
 from dnc_jax.divide import schedule
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
-                 if not p.endswith("__init__.py"))
+# Module names below configs/: 'sop', and the paper configs' 'cvpr.sop', 'pami.sop_learned', ...
+CONFIGS = sorted(
+    os.path.relpath(p, os.path.join(REPO, "configs"))[:-3].replace(os.sep, ".")
+    for pattern in ("*.py", "cvpr/*.py", "pami/*.py")
+    for p in glob.glob(os.path.join(REPO, "configs", pattern))
+    if not os.path.basename(p).startswith("_"))  # __init__, helpers such as _unpublished
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -37,10 +41,16 @@ def test_every_default_key_has_a_comment():
             assert "#" in line or above.startswith("#"), f"undocumented key: {line.strip()}"
 
 
-def test_sop_pami_is_the_readme_run():
-    from configs import sop_pami
+def test_configs_cover_both_papers():
+    assert {"cvpr.sop", "cvpr.inshop", "cvpr.vehicleid"} <= set(CONFIGS)
+    assert {f"pami.{d}_{m}" for d in ("sop", "cub", "cars", "inshop", "vehicleid")
+            for m in ("learned", "fixed")} <= set(CONFIGS)
 
-    c = sop_pami.get_config()
+
+def test_pami_sop_learned_is_the_readme_run():
+    from configs.pami import sop_learned
+
+    c = sop_learned.get_config()
     ks = [schedule.phase(c.divide, e).num_learners for e in range(0, 12, 2)]
     assert ks == [1, 2, 4, 8, 16, 32] and c.model.embedding_dim == 512
     assert c.data.batch_size // c.data.samples_per_class == 40

@@ -103,7 +103,7 @@ def test_a_joint_batch_too_small_for_its_learners_fails_before_data_loads(tmp_pa
     """PAMI's K=32 with its round-robin batch of 80 under 'joint': one class per learner."""
     workdir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "dnc_jax.main", "--config=configs/sop_pami.py",
+        [sys.executable, "-m", "dnc_jax.main", "--config=configs/pami/sop_learned.py",
          f"--workdir={workdir}", "--config.divide.learner_schedule=joint"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
         env={**os.environ, "JAX_PLATFORMS": "cpu"})

@@ -1,0 +1,19 @@
+"""Stanford Online Products, the fast variant of configs/sop.py: one joint step for all learners.
+
+configs/sop.py with divide.learner_schedule='joint': every step's batch of 640 is split among the
+K=8 learners, each part holding the papers' 20 classes x 4 from its cluster, and the loss is the
+sum of the learners' losses, so an epoch takes 8 times fewer optimiser steps (one compiled step,
+the accelerator kept busy) for the same images. optim.joint_lr_rule='linear' multiplies the
+network's learning rate by the epoch's active K to make up for the fewer Adam steps. It trained
+worse than round robin at K >= 4 in this project's accuracy grid (README.md, "Accuracy"; it is
+not the papers' schedule): use it for speed, configs/sop.py or configs/cvpr/sop.py for accuracy.
+"""
+from configs import sop
+
+
+def get_config():
+    config = sop.get_config()
+    config.divide.learner_schedule = "joint"
+    config.data.batch_size = 640           # K x 80: each learner's part is 20 classes x 4
+    config.optim.joint_lr_rule = "linear"  # network lr x K: a joint epoch has K x fewer steps
+    return config
