@@ -17,7 +17,6 @@ with the eval transform, runs k-means into K clusters on the L2-normalised poole
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -46,7 +45,7 @@ def positive_pairs_kept(assignment, labels) -> float:
 
 def _super_classes(config, image_set):
     """Per-image super-class names where the data set has them (glyph 'scripts'), else None."""
-    if config.data.name != "glyphs" or config.data.glyphs.get("classes", "letters") == "letters":
+    if config.data.name != "glyphs" or config.data.glyphs.classes == "letters":
         return None
     from dnc_jax.data import glyphs
 
@@ -58,11 +57,12 @@ def _embed(model, config, variables, image_set):
     import jax
     import jax.numpy as jnp
 
-    from dnc_jax import steps, train
+    from dnc_jax import embedding
+    from dnc_jax.divide import masks
     from dnc_jax.divide import schedule
 
-    step = jax.jit(steps.make_embed_step(model, config.augment))
-    slices = train.phase_arrays(config, schedule.phase(config.divide, 0))["slices"]
+    step = jax.jit(embedding.make_embed_step(model, config.augment))
+    slices = masks.phase_arrays(config, schedule.phase(config.divide, 0))["slices"]
     outs = {"features": [], "embedding": []}
     b, n = 256, len(image_set.labels)
     for start in range(0, n, b):

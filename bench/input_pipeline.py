@@ -36,11 +36,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import default  # noqa: E402
+from dnc_jax.configs import default  # noqa: E402
 from dnc_jax.data import host_views  # noqa: E402
 from dnc_jax.data.cache import cached_images  # noqa: E402
 from dnc_jax.data.encoded import decode_bytes  # noqa: E402
-from dnc_jax.data.sampler import make_sampler, remove_singletons  # noqa: E402
+from dnc_jax.data.sampler import make_sampler  # noqa: E402
+from dnc_jax.divide.recluster import remove_singletons  # noqa: E402
 
 SOP_TRAIN_IMAGES, SOP_TRAIN_CLASSES = 59_551, 11_318
 # (images, typical (width, height)) of each benchmark, train + test. Typical sizes: CUB and

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dnc_jax.data.sampler import remove_singletons  # noqa: E402
+from dnc_jax.divide.recluster import remove_singletons  # noqa: E402
 from dnc_jax.divide import kmeans as kmeans_lib  # noqa: E402
 from dnc_jax.divide import matching  # noqa: E402
 

@@ -19,8 +19,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import default  # noqa: E402
-from dnc_jax import optim, parallel, steps, train  # noqa: E402
+from dnc_jax.configs import default  # noqa: E402
+from dnc_jax import optim, parallel, steps  # noqa: E402
+from dnc_jax.divide import masks  # noqa: E402
 from dnc_jax.divide import schedule  # noqa: E402
 from dnc_jax.losses import make_loss  # noqa: E402
 from dnc_jax.models.embedder import make_embedder  # noqa: E402
@@ -64,7 +65,7 @@ def main():
     }, mesh)
     config.divide.num_learners = args.learners
     phase = parallel.put_replicated(
-        train.phase_arrays(config, schedule.phase(config.divide, 0)), mesh)
+        masks.phase_arrays(config, schedule.phase(config.divide, 0)), mesh)
     key = jax.random.key(1)
 
     t0 = time.perf_counter()

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags
 
-from dnc_jax.data.errors import DataError
+from dnc_jax import cli
+
+from dnc_jax.errors import DataError
 from dnc_jax.data.image_lists import IMAGE_EXTENSIONS, check_images_exist, is_image_file
 
 CACHE_NAME = "embed"  # file-name prefix of this tool's decode-cache entries
@@ -131,21 +132,11 @@ def embed_files(workdir: str, files: list[str], out: str, batch_size=None, cache
     return embeddings, trained
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main():
     FLAGS = flags.FLAGS
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
-    from dnc_jax.restore import RestoreError
-
-    try:
-        files = list_images(FLAGS.images)
-        embeddings, trained = embed_files(FLAGS.workdir, files, FLAGS.out, FLAGS.batch_size,
-                                          FLAGS.cache_dir, FLAGS.workers)
-    except (DataError, RestoreError) as e:
-        print(f"dnc_jax: {e}", file=sys.stderr)
-        sys.exit(2)
+    files = list_images(FLAGS.images)
+    embeddings, trained = embed_files(FLAGS.workdir, files, FLAGS.out, FLAGS.batch_size,
+                                      FLAGS.cache_dir, FLAGS.workers)
     n, d = embeddings.shape
     out = FLAGS.out if FLAGS.out.endswith(".npy") else FLAGS.out + ".npy"
     print(f"embedded {n} images, d={d} (checkpoint step {trained.embed_fn.step}, epoch "
@@ -154,4 +145,4 @@ def main(argv):
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    cli.run(main)

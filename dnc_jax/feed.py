@@ -35,7 +35,7 @@ def view_loader(config, workers=None) -> host_views.ViewLoader:
     core, 0: in this process)."""
     aug = config.augment
     if workers is None:
-        workers = config.data.get("view_workers", -1)
+        workers = config.data.view_workers
     if workers < 0:
         workers = host_views.default_workers()
     return host_views.ViewLoader(aug.image_size, augment.eval_resize_size(aug), workers)

@@ -23,10 +23,19 @@ class MetricsWriter:
             f.write(json.dumps(_jsonable(record), sort_keys=True) + "\n")
 
     def read(self) -> list[dict]:
+        """The records; a last line cut short by a killed process is left out."""
         if not os.path.exists(self.path):
             return []
         with open(self.path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            lines = [line for line in f if line.strip()]
+        records = []
+        for i, line in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i != len(lines) - 1:
+                    raise
+        return records
 
     def truncate_after(self, epoch: int) -> None:
         """Drops records of epochs after `epoch` (a resumed run redoes them)."""

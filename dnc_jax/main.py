@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from dnc_jax.data.errors import DataError
+from dnc_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
                                           lock_config=True)
@@ -39,12 +38,7 @@ def default_workdir(config_path: str) -> str:
     return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        # orbax and XLA log every save and compile at INFO; the run's own lines are printed.
-        logging.set_verbosity(logging.WARNING)
+def main():
     # Imported here so `--help` and config errors do not pay for initialising JAX.
     from dnc_jax import parallel
 
@@ -54,15 +48,8 @@ def main(argv):
         print(f"dnc_jax: workdir {workdir}", flush=True)
     from dnc_jax import train
 
-    try:
-        train.train_and_evaluate(_CONFIG.value, workdir, _ALLOW_CONFIG_CHANGE.value)
-    except DataError as e:
-        print(f"dnc_jax: {e}", file=sys.stderr)
-        sys.exit(2)
-    except train.NonFiniteLoss as e:
-        print(f"dnc_jax: {e}", file=sys.stderr)
-        sys.exit(3)
+    train.train_and_evaluate(_CONFIG.value, workdir, _ALLOW_CONFIG_CHANGE.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

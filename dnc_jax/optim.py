@@ -1,7 +1,7 @@
 """Adam with coupled L2 weight decay, per parameter group, as torch's Adam does it.
 
 torch's `Adam(weight_decay=wd)` adds wd * theta to the gradient *before* the moments (not
-AdamW's decoupled decay), and the official code has separate groups (METHOD.md §2.3): the
+AdamW's decoupled decay), and the official code has separate groups (docs/method.md §2.3): the
 backbone (BN scale/bias included), the embedding head, the PAMI masks and the loss parameters.
 Learning rates are injected hyper-parameters, so a phase changes them (0 for a frozen backbone,
 whose Adam moments still update, as in torch) without recompiling the step.
@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import flax.traverse_util
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from dnc_jax.errors import ConfigError
 
 GROUPS = ("backbone", "head", "masks")
 
@@ -87,3 +90,42 @@ def reset_group(opt_state, optimizer, params, group: str):
     inner_states = dict(opt_state.inner_states)
     inner_states[group] = fresh
     return set_learning_rates(opt_state._replace(inner_states=inner_states), rates)
+
+
+# -- the rates of one phase -----------------------------------------------------------------
+
+def group_learning_rates(config, phase, base_rates) -> dict[str, float]:
+    """Each group's learning rate for one epoch: the base rate, the optional step decay (the
+    CVPR author's advice for CUB/Cars: decay every 30 epochs; neither official repo decays),
+    0 for a frozen backbone, 0 for masks that are not being learned."""
+    every = config.optim.lr_decay_every
+    decay = config.optim.lr_decay_factor ** (phase.epoch // every) if every else 1.0
+    rates = {group: rate * decay for group, rate in base_rates.items()}
+    scale = joint_lr_scale(config, phase.num_learners)
+    for group in ("backbone", "head"):
+        rates[group] *= scale
+    if phase.freeze_backbone:
+        rates["backbone"] = 0.0
+    if config.divide.masks != "learned" or phase.full_embedding:
+        rates["masks"] = 0.0  # PAMI drops the masks from the optimiser when conquering
+    return rates
+
+
+JOINT_LR_RULES = ("none", "sqrt", "linear")
+
+
+def joint_lr_scale(config, num_learners: int) -> float:
+    """The network's learning-rate multiplier under the 'joint' schedule (`optim.joint_lr_rule`).
+
+    A joint step serves all K learners at once, so an epoch takes K times fewer optimiser steps
+    than round robin; Adam moves each weight by about the learning rate a step, so at the same
+    rate the network travels about K times less per epoch. 'linear' gives it K times the rate,
+    'sqrt' sqrt(K) (the square-root rule for Adam when the batch grows K-fold). Round robin and
+    one-learner epochs keep the base rate.
+    """
+    rule = config.optim.joint_lr_rule
+    if rule not in JOINT_LR_RULES:
+        raise ConfigError(f"optim.joint_lr_rule must be one of {JOINT_LR_RULES}, got {rule!r}")
+    if config.divide.learner_schedule != "joint" or rule == "none":
+        return 1.0
+    return float(num_learners) if rule == "linear" else float(np.sqrt(num_learners))

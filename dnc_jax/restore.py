@@ -11,16 +11,15 @@ partial restore of `arrays/state/{params/model, batch_stats}`). The optimiser st
 parameters and the cluster assignment are left on disk: their shapes depend on the training
 set (number of images, of classes), which a user of the model need not have.
 
-`slices` are those of the checkpoint's epoch (`schedule.phase` -> `train.phase_arrays`), so the
+`slices` are those of the checkpoint's epoch (`schedule.phase` -> `masks.phase_arrays`), so the
 embedding is the one that epoch's evaluation scored: the separately L2-normalised learner
-blocks, concatenated (norm sqrt(number of blocks)).
+blocks, concatenated (norm sqrt(number of blocks)). Nothing of training is imported: using a
+model needs only its config, its network and the embedding pass (`dnc_jax.embedding`).
 """
 from __future__ import annotations
 
-import collections
 import json
 import os
-import re
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -28,16 +27,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dnc_jax import feed
+from dnc_jax import checkpoint as checkpoint_lib
+from dnc_jax import defaults
+from dnc_jax import embedding
 from dnc_jax import parallel
-from dnc_jax import steps
-from dnc_jax import train
+from dnc_jax.divide import masks as masks_lib
 from dnc_jax.divide import schedule
-from dnc_jax.models.embedder import make_embedder
-
-
-class RestoreError(Exception):
-    """A workdir that cannot be used: its message is one line naming the path at fault."""
+from dnc_jax.errors import RestoreError
+from dnc_jax.models.embedder import compute_dtype, make_embedder
 
 
 class TrainedModel(NamedTuple):
@@ -49,8 +46,10 @@ class TrainedModel(NamedTuple):
     embed_fn: "EmbedFn"
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-    """The run's config from WORKDIR/config.json (written by training at its start)."""
+def read_config(workdir: str, overrides=()) -> ml_collections.ConfigDict:
+    """The run's config from WORKDIR/config.json (written by training at its start), completed
+    as an older run is (`defaults.complete`), with `overrides` ('key=value' strings, e.g.
+    'data.root=/new/place' when the data moved) applied to its scalars."""
     if not os.path.isdir(workdir):
         raise RestoreError(f"run folder not found: {workdir} does not exist")
     path = os.path.join(workdir, "config.json")
@@ -59,71 +58,31 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
                            f"(pass --workdir of a run started by dnc_jax.main)")
     try:
         with open(path) as f:
-            return ml_collections.ConfigDict(json.load(f))
+            config = defaults.complete(ml_collections.ConfigDict(json.load(f)))
     except (OSError, ValueError) as e:
         raise RestoreError(f"cannot read {path}: {e}") from None
+    for item in overrides:
+        _override(config, item)
+    return config
 
 
-def restore_network(checkpoint_dir: str, params_template, stats_template, mesh):
-    """(model params, batch_stats, meta, step) of the newest checkpoint that reads.
-
-    Like `Checkpointer.restore_latest`, a damaged checkpoint is skipped with a warning; one that
-    does not match the model built from config.json (shapes) fails the same way on every step,
-    and the newest step's error is reported.
-    """
-    import orbax.checkpoint as ocp  # imported here: it is slow to import and only needed here
-
-    if not os.path.isdir(checkpoint_dir):
-        raise RestoreError(f"no checkpoints: {checkpoint_dir} does not exist (the run has not "
-                           f"finished an epoch yet?)")
-    # Only ever restored from: nothing is created, saved or deleted. (read_only=True would say
-    # so too, but it logs two warnings on every use.)
-    manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir),
-                                    options=ocp.CheckpointManagerOptions(create=False))
-    all_steps = sorted(manager.all_steps(), reverse=True)
-    if not all_steps:
-        manager.close()
-        raise RestoreError(f"no checkpoints in {checkpoint_dir} (the run has not finished an "
-                           f"epoch yet?)")
-    replicated = parallel.replicated(mesh)
-    # Restored straight onto this machine's devices: the saved sharding may name devices of
-    # another machine (a run trained on 8 GPUs, used on a laptop).
-    target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-        {"state": {"params": {"model": params_template}, "batch_stats": stats_template}})
-    restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
-    errors = []
+def _override(config, item: str) -> None:
+    key, sep, value = item.partition("=")
+    node = config
+    *parents, leaf = key.split(".")
     try:
-        for step in all_steps:
-            try:
-                item = manager.restore(step, args=ocp.args.Composite(
-                    arrays=ocp.args.PyTreeRestore(target, restore_args=restore_args,
-                                                  partial_restore=True),
-                    meta=ocp.args.JsonRestore()))
-            except Exception as e:  # orbax raises many types for damaged or mismatched files
-                errors.append((step, _explain(e)))
-                if step != all_steps[-1]:
-                    print(f"dnc_jax: warning: checkpoint at step {step} cannot be read "
-                          f"({errors[-1][1]}); trying the one before it", flush=True)
-                continue
-            state = item["arrays"]["state"]
-            return state["params"]["model"], state["batch_stats"], dict(item["meta"]), step
-    finally:
-        manager.close()  # its threads left running make the interpreter's exit noisy
-    step, reason = errors[0]
-    raise RestoreError(f"no readable checkpoint in {checkpoint_dir}; the newest (step {step}): "
-                       f"{reason}")
-
-
-def _explain(error: Exception) -> str:
-    """One line for a failed restore; orbax's shape-mismatch advice (strict=False) is wrong here."""
-    text = str(error).strip() or type(error).__name__
-    mismatch = re.search(r"Requested shape: (\(.*?\)) is not compatible with the stored "
-                         r"shape: (\(.*?\))", text)
-    if mismatch:
-        return (f"its arrays do not fit the model config.json describes (an array of shape "
-                f"{mismatch[2]} where the model has {mismatch[1]}): was config.json edited?")
-    return text.splitlines()[0][:300]
+        for p in parents:
+            node = node[p]
+        old = node[leaf]
+    except (KeyError, AttributeError, TypeError):
+        raise RestoreError(f"--set={item}: the run's config has no key {key!r}") from None
+    if not sep or isinstance(old, (dict, ml_collections.ConfigDict, list, tuple)):
+        raise RestoreError(f"--set={item}: expected key=value for a scalar key") from None
+    try:
+        node[leaf] = (value.lower() in ("1", "true", "yes") if isinstance(old, bool)
+                      else type(old)(value))
+    except ValueError:
+        raise RestoreError(f"--set={item}: {value!r} is not a {type(old).__name__}") from None
 
 
 class EmbedFn:
@@ -133,92 +92,58 @@ class EmbedFn:
     are cut on the host at their own resolution) or uint8 rows [N, S, S, 3] (any row-indexable
     array) whose eval view the device computes, `sizes` int32 [N, 2] their original (height,
     width) or None when the rows are the originals. `embed_views(views)` embeds eval views
-    already cut (uint8 [N, out, out, 3]). The same batches as `Trainer.embed`
-    (`dnc_jax.feed.embed_batches`): fixed batches of `batch_size` rows, the last padded with
-    its final image, so one compiled program serves every call. Carries the provenance of the
-    weights: `step`, `epoch`, `checkpoint_dir`.
+    already cut (uint8 [N, out, out, 3]). The embedding pass is training's own
+    (`dnc_jax.embedding.EmbeddingPass`). Carries the provenance of the weights: `step`,
+    `epoch`, `complete` (whether at an epoch's end) and `checkpoint_dir`.
     """
 
     def __init__(self, model, config, model_params, batch_stats, slices, mesh, batch_size,
-                 step, epoch, checkpoint_dir):
+                 step, epoch, checkpoint_dir, complete=True):
         self.step, self.epoch, self.checkpoint_dir = step, epoch, checkpoint_dir
+        self.complete = complete
         self.batch_size = batch_size
-        self._config = config
-        self._mesh = mesh
         self._variables = (model_params, batch_stats)
-        self._slices = parallel.put_replicated(slices, mesh)
-        self._steps = {cut: jax.jit(steps.make_embed_step(model, config.augment, cut))
-                       for cut in (False, True)}
-        self._loader = None
-
-    def _view_loader(self):
-        if self._loader is None:
-            self._loader = feed.view_loader(self._config)
-        return self._loader
+        self._slices = slices
+        self._pass = embedding.EmbeddingPass(model, config, mesh, batch_size)
 
     def __call__(self, images, sizes=None, progress: bool = False) -> np.ndarray:
-        cut = feed.host_cut(images)
-        loader = self._view_loader() if cut else None
-        return self._run(feed.embed_batches(images, sizes, self.batch_size, self._mesh, loader),
-                         len(images), self._steps[cut], progress)
+        return self._pass(self._variables, images, self._slices, sizes, to_host=True,
+                          progress=progress)["embedding"]
 
     def embed_views(self, views, progress: bool = False) -> np.ndarray:
         """float32 [N, d] of eval views already cut, uint8 [N, out, out, 3]."""
-        views = np.asarray(views)
-        batches = ((b, None) for b, _ in feed.embed_batches(views, None, self.batch_size,
-                                                             self._mesh))
-        return self._run(batches, len(views), self._steps[True], progress)
-
-    def _run(self, batches, n, embed_step, progress):
-        from dnc_jax import logs
-
-        outs, pending = [], collections.deque()
-        bar = logs.progress_bar(-(-n // self.batch_size), "embed", progress)
-        for batch, batch_sizes in batches:
-            out = embed_step(*self._variables, batch, batch_sizes, self._slices)
-            pending.append(out["embedding"])
-            # Fetched one batch late, so the device is never idle waiting on the host, and a
-            # large image set never has to fit in device memory.
-            while len(pending) > 1:
-                outs.append(np.asarray(jax.device_get(pending.popleft())))
-            bar.update(1)
-        outs += [np.asarray(jax.device_get(x)) for x in pending]
-        bar.close()
-        if not outs:
-            return np.zeros((0, self._slices.shape[1]), np.float32)
-        return np.concatenate(outs)[:n].astype(np.float32)
+        return self._pass.views(self._variables, views, self._slices, progress)
 
     def close(self):
-        if self._loader is not None:
-            self._loader.close()
-            self._loader = None
+        self._pass.close()
 
 
-def load_trained(workdir: str, batch_size: Optional[int] = None) -> TrainedModel:
+def load_trained(workdir: str, batch_size: Optional[int] = None, overrides=()) -> TrainedModel:
     """(config, model, model_params, batch_stats, slices, embed_fn) of a training run folder.
 
     `batch_size`: images per embedding step (default: the run's data.eval_batch_size); it must
     be divisible by the number of devices. Raises RestoreError (one line, naming the path) for
     a folder that is not a run, has no checkpoint, or whose checkpoints do not match its config.
     """
-    config = read_config(workdir)
+    config = read_config(workdir, overrides)
     mesh = parallel.make_mesh()
     batch_size = batch_size or config.data.eval_batch_size
     if batch_size % mesh.devices.size:
         raise RestoreError(f"batch size {batch_size} must be divisible by the "
                            f"{mesh.devices.size} devices")
-    model = make_embedder(config.model, train.compute_dtype(config.dtype))
+    model = make_embedder(config.model, compute_dtype(config.dtype))
     # Shapes only (eval_shape runs nothing): training's `initial_variables` would also read
     # the pretrained backbone, which the checkpoint's values replace anyway.
     side = config.augment.image_size
     variables = jax.eval_shape(
         lambda rng: model.init({"params": rng}, jnp.zeros((1, side, side, 3), jnp.float32),
                                train=False), jax.random.key(0))
-    params, batch_stats, meta, step = restore_network(
-        os.path.join(workdir, "checkpoints"), variables["params"],
-        variables.get("batch_stats", {}), mesh)
+    checkpoint_dir = checkpoint_lib.directory(workdir)
+    params, batch_stats, meta, step = checkpoint_lib.restore_network(
+        checkpoint_dir, variables["params"], variables.get("batch_stats", {}), mesh)
     epoch = int(meta["epoch"])
-    slices = np.asarray(train.phase_arrays(config, schedule.phase(config.divide, epoch))["slices"])
+    slices = np.asarray(masks_lib.phase_arrays(config, schedule.phase(config.divide,
+                                                                      epoch))["slices"])
     embed_fn = EmbedFn(model, config, params, batch_stats, slices, mesh, batch_size, step, epoch,
-                       os.path.join(workdir, "checkpoints"))
+                       checkpoint_dir, complete=bool(meta["complete"]))
     return TrainedModel(config, model, params, batch_stats, slices, embed_fn)

@@ -8,24 +8,13 @@ import os
 import signal
 import tempfile
 
-from dnc_jax.data.errors import DataError
+from dnc_jax import defaults
+from dnc_jax.errors import RunError
 
 # Keys that do not change what a run computes: reporting, bookkeeping, and the number of epochs
 # (asking a finished run for more epochs continues it).
 _NEUTRAL_PREFIXES = ("progress", "log_every_steps", "num_epochs", "checkpoint.", "eval.",
                      "data.cache_dir", "data.root", "data.tfds_data_dir", "data.eval_batch_size")
-
-# Keys added after runs were saved without them, with the value that does what the code did
-# before the key existed: such a run resumes as it was trained when the key holds that value.
-_ADDED_KEYS = {"data.epoch_length": "exact", "data.sampler": "exact",
-               "loss.distance_weighted_dim": "view",
-               "optim.joint_lr_rule": "none", "divide.warmup_epochs": 0,
-               "data.glyphs.classes": "letters"}
-
-
-class RunError(DataError):
-    """A run that cannot start as asked; the message says why and what to do."""
-
 
 class WorkdirLock:
     """An exclusive flock on WORKDIR/.lock, released when the process ends (even by SIGKILL)."""
@@ -87,8 +76,8 @@ def changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
     for k in keys:
         name = f"{prefix}{k}"
         a, b = saved.get(k, "<absent>"), current.get(k, "<absent>")
-        if a == "<absent>" and name in _ADDED_KEYS:
-            a = _ADDED_KEYS[name]
+        if a == "<absent>" and name in defaults.ADDED_KEYS:
+            a = defaults.ADDED_KEYS[name]
         if isinstance(a, dict) and isinstance(b, dict):
             out += changed_keys(a, b, name + ".")
         elif _normalise(a) != _normalise(b) and not name.startswith(_NEUTRAL_PREFIXES):

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from typing import NamedTuple
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 
-from dnc_jax.data.errors import DataError
+from dnc_jax import cli
+
+from dnc_jax.errors import DataError
 
 # Contact-sheet layout, in pixels: square tiles in rows of COLUMNS, a caption strip under each.
 TILE = 160
@@ -193,19 +194,9 @@ def contact_sheet(query_path: str, hits, out: str) -> None:
     sheet.save(out)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main():
     FLAGS = flags.FLAGS
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
-    from dnc_jax.restore import RestoreError
-
-    try:
-        result = search(FLAGS.workdir, FLAGS.index, FLAGS.query, FLAGS.top, FLAGS.sheet)
-    except (DataError, RestoreError) as e:
-        print(f"dnc_jax: {e}", file=sys.stderr)
-        sys.exit(2)
+    result = search(FLAGS.workdir, FLAGS.index, FLAGS.query, FLAGS.top, FLAGS.sheet)
     print(f"query {FLAGS.query}: {len(result.hits)} nearest of {result.index_size} indexed "
           f"images (exact search)")
     print(format_hits(result.hits), flush=True)
@@ -215,4 +206,4 @@ def main(argv):
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    cli.run(main)

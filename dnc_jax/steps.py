@@ -1,8 +1,9 @@
-"""Pure, jittable steps: one train step serving every learner, and the embedding pass.
+"""The pure, jittable train step: one step serving every learner (the embedding step, shared
+with inference, is `dnc_jax.embedding.make_embed_step`).
 
-Learner ids, masks, K and the validity of each slot are *data*, so K changing, reclustering,
-mask growth, switching to the full embedding and moving examples between learners never
-retrace the step (DESIGN.md §4). Compute runs in `model.dtype` (bfloat16 on accelerators);
+Learner ids, masks, K and the validity of each slot are *data*, so K changing, reclustering, mask
+growth, switching to the full embedding and moving examples between learners never retrace the step
+(README, "Decisions taken, and why"). Compute runs in `model.dtype` (bfloat16 on accelerators);
 parameters, embeddings and the loss stay float32.
 
 The optimised tree is `params = {'model': ..., 'masks'?: [K_max, d], 'loss'?: {...}}`
@@ -104,30 +105,3 @@ def make_train_step(model, optimizer, loss_fn, aug_config):
         return new_state, metrics
 
     return train_step
-
-
-def make_embed_step(model, aug_config, host_cut: bool = False):
-    """Returns `embed_step(model_params, batch_stats, images, sizes, slices) -> dict`.
-
-    `images` are uint8 rows whose eval view (torchvision's Resize + CenterCrop) is computed
-    here, in the coordinates of `sizes` [B, 2] (original height, width of resized rows; None
-    when the rows are the originals); with `host_cut`, they are the eval views already, cut
-    on the host from image files, and are only normalised.
-    `embedding` is the evaluation embedding (the separately normalised blocks, concatenated:
-    METHOD.md §1.2.6; with one block, the normalised output, §1.3.6), `features` the
-    L2-normalised pooled backbone features used for clustering.
-    """
-    resize_size = augment.eval_resize_size(aug_config)
-
-    def embed_step(model_params, batch_stats, images, sizes, slices):
-        if host_cut:
-            views = augment.imagenet_normalize(images.astype(jnp.float32))
-        else:
-            views = augment.eval_views(images, sizes, aug_config.image_size, resize_size)
-        views = views.astype(model.dtype)
-        out = model.apply({"params": model_params, "batch_stats": batch_stats}, views,
-                          train=False)
-        return {"embedding": masks_lib.sliced_output(out["embedding"], slices),
-                "features": out["features"]}
-
-    return embed_step

@@ -1,5 +1,5 @@
 """Small configs shared by the tests: a tiny network on tiny images."""
-from configs import demo
+from dnc_jax.configs import demo
 
 
 def tiny_config():

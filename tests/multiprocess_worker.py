@@ -67,6 +67,7 @@ def train_steps(mesh, initial_leaves=None) -> dict[str, np.ndarray]:
     import jax
 
     from dnc_jax import parallel, train
+    from dnc_jax.divide import masks
     from dnc_jax.divide import schedule
     from tests.helpers import tiny_config
 
@@ -87,7 +88,7 @@ def train_steps(mesh, initial_leaves=None) -> dict[str, np.ndarray]:
     for path, leaf in jax.tree_util.tree_leaves_with_path(state.params):
         out["init_param/" + jax.tree_util.keystr(path)] = np.asarray(leaf)
     phase = schedule.Phase(0, NUM_LEARNERS, False, False, False, False, False)
-    phase_dev = parallel.put_replicated(train.phase_arrays(config, phase), mesh)
+    phase_dev = parallel.put_replicated(masks.phase_arrays(config, phase), mesh)
     b = config.data.batch_size
     learners = np.repeat(np.arange(NUM_LEARNERS), b // NUM_LEARNERS).astype(np.int32)
     slots = np.arange(b)

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from dnc_jax.data import cache, image_lists, sources
-from dnc_jax.data.errors import DataError
-from dnc_jax.data.sampler import remove_singletons
+from dnc_jax.errors import DataError
+from dnc_jax.divide.recluster import remove_singletons
 from tests.test_sources import _data_config, _image, _sop, _warnings, _write
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from dnc_jax.data import cache
-from dnc_jax.data.errors import DataError
+from dnc_jax.errors import DataError
 
 REAL_DECODE_ROW = cache._decode_row
 

@@ -1,4 +1,4 @@
-"""Every shipped config loads, names a known data set, and documents its keys in default.py."""
+"""Every shipped config loads, names a known data set, and documents its keys in defaults.py."""
 import glob
 import importlib
 import os
@@ -12,15 +12,15 @@ from dnc_jax.divide import schedule
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Module names below configs/: 'sop', and the paper configs' 'cvpr.sop', 'pami.sop_learned', ...
 CONFIGS = sorted(
-    os.path.relpath(p, os.path.join(REPO, "configs"))[:-3].replace(os.sep, ".")
+    os.path.relpath(p, os.path.join(REPO, "dnc_jax", "configs"))[:-3].replace(os.sep, ".")
     for pattern in ("*.py", "cvpr/*.py", "pami/*.py")
-    for p in glob.glob(os.path.join(REPO, "configs", pattern))
+    for p in glob.glob(os.path.join(REPO, "dnc_jax", "configs", pattern))
     if not os.path.basename(p).startswith("_"))  # __init__, helpers such as _unpublished
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_loads_and_plans_its_first_epochs(name):
-    config = importlib.import_module(f"configs.{name}").get_config()
+    config = importlib.import_module(f"dnc_jax.configs.{name}").get_config()
     assert config.data.name in ("glyphs", "sop", "cub", "cars", "inshop", "vehicleid",
                                 "folder", "csv", "tfds")
     plan = [schedule.phase(config.divide, e) for e in range(config.num_epochs)]
@@ -33,7 +33,7 @@ def test_config_loads_and_plans_its_first_epochs(name):
 
 
 def test_every_default_key_has_a_comment():
-    text = open(os.path.join(REPO, "configs", "default.py")).read()
+    text = open(os.path.join(REPO, "dnc_jax", "defaults.py")).read()
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if re.match(r"\s+config\.[\w.\[\]\"]+ = ", line) and "ConfigDict()" not in line:
@@ -48,7 +48,7 @@ def test_configs_cover_both_papers():
 
 
 def test_pami_sop_learned_is_the_readme_run():
-    from configs.pami import sop_learned
+    from dnc_jax.configs.pami import sop_learned
 
     c = sop_learned.get_config()
     ks = [schedule.phase(c.divide, e).num_learners for e in range(0, 12, 2)]

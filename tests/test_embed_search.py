@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dnc_jax import checkpoint, embed, parallel, restore, search, train
+from dnc_jax import checkpoint, embed, errors, parallel, restore, search, train
+from dnc_jax.divide import masks
 from dnc_jax.data import sources
-from dnc_jax.data.errors import DataError
+from dnc_jax.errors import DataError
 from dnc_jax.data.image_set import ImageSet
 from dnc_jax.divide import schedule
 from tests.helpers import tiny_config
@@ -66,7 +67,7 @@ def _trainer_reference(run):
     template = trainer.init_state(jax.random.key(0))
     ckpt = checkpoint.Checkpointer(os.path.join(run.workdir, "checkpoints"))
     state, _, meta = ckpt.restore_latest(template, len(run.datasets["train"]))
-    slices = train.phase_arrays(run.config, schedule.phase(run.config.divide, meta["epoch"]))
+    slices = masks.phase_arrays(run.config, schedule.phase(run.config.divide, meta["epoch"]))
     return trainer, state, slices["slices"]
 
 
@@ -154,7 +155,7 @@ def test_unusable_workdirs_fail_with_one_line_naming_the_path(run, index, tmp_pa
     for workdir, named in ((missing, missing),
                            (no_config, os.path.join(no_config, "config.json")),
                            (no_checkpoints, os.path.join(no_checkpoints, "checkpoints"))):
-        with pytest.raises(restore.RestoreError) as error:
+        with pytest.raises(errors.RestoreError) as error:
             restore.load_trained(workdir)
         assert named in str(error.value) and "\n" not in str(error.value)
     assert not os.path.exists(os.path.join(no_checkpoints, "checkpoints"))  # nothing created

@@ -64,8 +64,8 @@ def test_warmup_trains_one_learner_then_clusters_and_counts_reclustering_from_th
 
 
 def test_joint_learning_rate_rule_scales_the_network_with_active_learners():
-    from configs import default
-    from dnc_jax import train
+    from dnc_jax.configs import default
+    from dnc_jax import optim
 
     c = default.get_config()
     c.divide.learner_schedule = "joint"
@@ -74,16 +74,16 @@ def test_joint_learning_rate_rule_scales_the_network_with_active_learners():
     one = schedule.Phase(190, 1, False, False, True, True, False)
     for rule, factor in (("none", 1.0), ("sqrt", np.sqrt(8)), ("linear", 8.0)):
         c.optim.joint_lr_rule = rule
-        rates = train.group_learning_rates(c, phase, base)
+        rates = optim.group_learning_rates(c, phase, base)
         assert rates["backbone"] == pytest.approx(1e-5 * factor)
         assert rates["head"] == pytest.approx(2e-5 * factor)
         assert rates["beta"] == 5e-4  # loss parameters are per class, not shared by learners
-        assert train.group_learning_rates(c, one, base)["backbone"] == pytest.approx(1e-5)
+        assert optim.group_learning_rates(c, one, base)["backbone"] == pytest.approx(1e-5)
     c.divide.learner_schedule = "round_robin"
-    assert train.group_learning_rates(c, phase, base)["backbone"] == 1e-5
+    assert optim.group_learning_rates(c, phase, base)["backbone"] == 1e-5
     c.optim.joint_lr_rule = "cubic"
     with pytest.raises(ValueError, match="joint_lr_rule"):
-        train.group_learning_rates(c, phase, base)
+        optim.group_learning_rates(c, phase, base)
 
 
 def test_accuracy_bench_runs_its_smallest_grid_and_writes_its_table(tmp_path):
@@ -142,7 +142,7 @@ def test_positive_pairs_kept_by_hand():
                                         ("data.glyphs.classes", "runes")])
 def test_bad_new_keys_stop_before_anything_is_written(tmp_path, key, value):
     from dnc_jax import train
-    from dnc_jax.data.errors import ConfigError
+    from dnc_jax.errors import ConfigError
     from tests.helpers import tiny_config
 
     config = tiny_config()

@@ -5,7 +5,8 @@ import jax
 import numpy as np
 from PIL import Image
 
-from dnc_jax import feed, parallel, steps, train
+from dnc_jax import feed, parallel, steps
+from dnc_jax.divide import masks
 from dnc_jax.data import host_views
 from dnc_jax.data.cache import cached_images
 from dnc_jax.data.image_set import ImageSet
@@ -73,7 +74,7 @@ def test_one_compiled_step_trains_on_host_cut_batches(tmp_path):
         donate_argnums=(0,))
     mesh = parallel.make_mesh()
     state = parallel.put_replicated(_state(config, model, optimizer, k_max, False), mesh)
-    phase = parallel.put_replicated(train.phase_arrays(
+    phase = parallel.put_replicated(masks.phase_arrays(
         config, schedule.Phase(0, 2, False, False, False, False, False)), mesh)
     assignment = (data.labels % 2).astype(np.int32)
     sampler = make_sampler("round_robin", data.labels, assignment, 2, 8, 4, seed=0)

@@ -1,4 +1,4 @@
-"""Every registered loss against a float64 numpy reference written from its formula (METHOD.md
+"""Every registered loss against a float64 numpy reference written from its formula (docs/method.md
 §3 and each module's doc), with finite-difference gradients, degenerate batches, learner
 isolation and one trace across learner assignments. Runs in float64 (restored afterwards)."""
 import functools
@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dnc_jax import losses
+from dnc_jax import defaults, losses
 
 B, D, K_MAX, NUM_CLASSES = 20, 6, 3, 12
 
@@ -41,7 +41,8 @@ def float64():
 
 
 def _config(case):
-    return ml_collections.ConfigDict({**losses.DEFAULTS, **CASES[case]})
+    return ml_collections.ConfigDict({**defaults.get_config().loss.to_dict(),
+                                      **CASES[case]})
 
 
 @functools.lru_cache(maxsize=None)
@@ -363,7 +364,8 @@ def test_one_trace_across_learner_assignments_and_masks():
 
 def test_loss_parameters_groups_and_config_errors():
     def config(**overrides):
-        return ml_collections.ConfigDict({**losses.DEFAULTS, **overrides})
+        return ml_collections.ConfigDict({**defaults.get_config().loss.to_dict(),
+                                          **overrides})
 
     key = jax.random.key(0)
     assert losses.init_loss_params(config(), 5, 4, key) == {}  # fixed beta: nothing to learn

@@ -1,6 +1,7 @@
-"""Every loss gives the same value and gradients for one global batch on 1 device and sharded
-over 8 simulated devices (DESIGN.md §2: losses see the global batch, so mining does not depend
-on the device count). One subprocess runs every loss; run this file directly to debug it."""
+"""Every loss gives the same value and gradients for one global batch on 1 device and sharded over 8
+simulated devices (README, "Decisions taken, and why": losses see the global batch, so mining does
+not depend on the device count). One subprocess runs every loss; run this file directly to debug
+it."""
 import os
 import pathlib
 import subprocess
@@ -38,7 +39,7 @@ def _main():
     import numpy as np
     from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-    from dnc_jax import losses
+    from dnc_jax import defaults, losses
 
     assert jax.device_count() == 8, jax.devices()
     b, d, k_max, num_classes = 32, 8, 4, 16
@@ -55,7 +56,8 @@ def _main():
 
     fns, params = {}, {}
     for case, overrides in CASES.items():
-        config = ml_collections.ConfigDict({**losses.DEFAULTS, **overrides})
+        config = ml_collections.ConfigDict({**defaults.get_config().loss.to_dict(),
+                                            **overrides})
         fns[case] = losses.make_loss(config, k_max, samples_per_class=2)
         params[case] = losses.init_loss_params(config, num_classes, d, jax.random.key(1))
 

@@ -1,4 +1,4 @@
-"""Margin loss against a float64 numpy reference written from METHOD.md §3.1/§3.3."""
+"""Margin loss against a float64 numpy reference written from docs/method.md §3.1/§3.3."""
 import jax
 import jax.numpy as jnp
 import numpy as np

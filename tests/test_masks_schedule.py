@@ -41,7 +41,7 @@ def _cvpr():
 def test_cvpr_schedule_matches_method_md():
     c = _cvpr()
     plan = [schedule.phase(c, e) for e in range(200)]
-    # Clustering before epoch 0, reclustering at 2, 4, ..., 188 (METHOD.md §1.2).
+    # Clustering before epoch 0, reclustering at 2, 4, ..., 188 (docs/method.md §1.2).
     assert [p.epoch for p in plan if p.recluster] == [0] + list(range(2, 190, 2))
     assert all(p.num_learners == 8 for p in plan[:190])
     assert all(p.num_learners == 1 and p.whole_dataset for p in plan[190:])
@@ -68,7 +68,7 @@ def _pami():
 def test_pami_schedule_matches_method_md():
     c = _pami()
     plan = [schedule.phase(c, e) for e in range(180)]
-    # K = 1 (e=0,1), 2 (e=2), 4 (e=4), 8 (e=6), 16 (e=8), 32 from e=10 (METHOD.md §1.3).
+    # K = 1 (e=0,1), 2 (e=2), 4 (e=4), 8 (e=6), 16 (e=8), 32 from e=10 (docs/method.md §1.3).
     assert [p.num_learners for p in plan[:12]] == [1, 1, 2, 2, 4, 4, 8, 8, 16, 16, 32, 32]
     assert all(p.num_learners == 32 for p in plan[10:])
     assert [p.epoch for p in plan if p.split] == [2, 4, 6, 8, 10]
@@ -111,8 +111,8 @@ def test_orthogonality_penalty_matches_a_direct_mean_of_cosines():
 
 
 def test_learning_rates_per_phase_decay_freeze_and_masks():
-    from configs import default
-    from dnc_jax import train
+    from dnc_jax.configs import default
+    from dnc_jax import optim
 
     c = default.get_config()
     c.optim.lr_decay_every = 30
@@ -120,22 +120,21 @@ def test_learning_rates_per_phase_decay_freeze_and_masks():
     c.divide.masks = "learned"
     base = {"backbone": 1e-5, "head": 1e-5, "masks": 1e-3}
     frozen = schedule.Phase(65, 8, True, False, False, False, True)
-    rates = train.group_learning_rates(c, frozen, base)
+    rates = optim.group_learning_rates(c, frozen, base)
     assert rates == {"backbone": 0.0, "head": 1e-5 * 0.25, "masks": 1e-3 * 0.25}
     conquer = schedule.Phase(10, 8, False, False, False, True, False)
-    rates = train.group_learning_rates(c, conquer, base)
+    rates = optim.group_learning_rates(c, conquer, base)
     assert rates["masks"] == 0.0 and rates["backbone"] == 1e-5
 
 
 def test_cvpr_finetune_keeps_the_models_k_output_blocks():
     """The official model fixes its K normalised output blocks when it is built; the one-learner
     finetune (epoch >= 190) trains their renormalised concatenation and evaluates on it."""
-    from configs import default
-    from dnc_jax import train
+    from dnc_jax.configs import default
 
     config = default.get_config()  # K=8, d=128, full embedding from 80, finetune from 190
-    before = train.phase_arrays(config, schedule.phase(config.divide, 189))
-    during = train.phase_arrays(config, schedule.phase(config.divide, 190))
+    before = masks.phase_arrays(config, schedule.phase(config.divide, 189))
+    during = masks.phase_arrays(config, schedule.phase(config.divide, 190))
     assert int(during["num_learners"]) == 1 and np.all(during["masks"] == 1)
     np.testing.assert_array_equal(during["slices"], before["slices"])
     np.testing.assert_array_equal(during["slices"].sum(axis=1), [16] * 8)

@@ -1,4 +1,4 @@
-"""Miners against plain-numpy references of the official behaviour (METHOD.md §3.2-3.4), and a
+"""Miners against plain-numpy references of the official behaviour (docs/method.md §3.2-3.4), and a
 statistical test of distance-weighted sampling."""
 import itertools
 
@@ -146,7 +146,7 @@ def test_distance_weighted_frequencies_match_the_analytic_weights():
     picks = np.asarray(draw(jax.random.split(jax.random.key(0), draws)))
     freq = np.bincount(picks, minlength=8) / draws
 
-    # METHOD.md §3.3 on the anchor's row, in float64.
+    # docs/method.md §3.3 on the anchor's row, in float64.
     dc = np.maximum(dist, 0.5)
     log_w = (2 - n) * np.log(dc) - (n - 3) / 2 * np.log(1 - dc ** 2 / 4)
     near = (labels != 0) & (dc < 1.4)

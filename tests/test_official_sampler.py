@@ -7,10 +7,11 @@ import re
 import numpy as np
 import pytest
 
-from dnc_jax.data.errors import ConfigError
+from dnc_jax.errors import ConfigError
 from dnc_jax.data.official_sampler import OfficialJointSampler, OfficialRoundRobinSampler
 from dnc_jax.data.sampler import (SAMPLERS, JointSampler, RoundRobinSampler, check_sampler,
-                                  learner_slots, make_sampler, remove_singletons)
+                                  learner_slots, make_sampler)
+from dnc_jax.divide.recluster import remove_singletons
 
 # Class sizes shaped like Stanford Online Products: 2 to 12 images, most classes 2 to 6.
 SOP_SIZES = np.arange(2, 13)

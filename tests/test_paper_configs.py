@@ -222,7 +222,7 @@ def same(a, b):
 
 
 def load(name):
-    return importlib.import_module(f"configs.{name}").get_config()
+    return importlib.import_module(f"dnc_jax.configs.{name}").get_config()
 
 
 def expected_from_command(mapping, commands):
@@ -266,9 +266,9 @@ def test_paper_config_reports_the_published_tables_metrics(name):
 
 @pytest.mark.parametrize("data_set", sorted(PAMI_GUESSED_K))
 def test_pami_configs_without_a_command_mark_every_guess(data_set):
-    from configs.pami import _unpublished as unpublished
+    from dnc_jax.configs.pami import _unpublished as unpublished
 
-    path = os.path.join(REPO, "configs", "pami", f"{data_set}_learned.py")
+    path = os.path.join(REPO, "dnc_jax", "configs", "pami", f"{data_set}_learned.py")
     source = open(path).read()
     doc = ast.get_docstring(ast.parse(source))
     # The SOP command's values they reuse are the GUESSES listed once, in unpublished.py; K is

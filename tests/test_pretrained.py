@@ -201,7 +201,7 @@ def test_cvpr_head_init_draws_each_learner_block_with_its_own_fan_out():
 
 
 def test_default_config_names_the_torchvision_weights():
-    from configs import default
+    from dnc_jax.configs import default
 
     assert default.get_config().model.pretrained == pretrained.DEFAULT_HUB_ID
     assert os.environ.get("HF_HUB_OFFLINE") == "1"  # tests never reach the hub

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from dnc_jax import run_guard, train
+from dnc_jax import errors, run_guard, train
 from tests.helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,7 +107,7 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path, cache_dir, refer
 def test_a_locked_workdir_is_refused(tmp_path, cache_dir):
     workdir = str(tmp_path)
     with run_guard.WorkdirLock(workdir):
-        with pytest.raises(run_guard.RunError, match="is in use by a running training"):
+        with pytest.raises(errors.RunError, match="is in use by a running training"):
             # flock is per open file: a second lock in this process conflicts like another one.
             train.train_and_evaluate(_config(cache_dir, 1), workdir)
 
@@ -121,7 +121,7 @@ def test_resuming_with_a_different_config_lists_the_keys(tmp_path, cache_dir):
     changed = _config(cache_dir, 5)         # more epochs: allowed
     changed.loss.margin = 0.3
     changed.divide.num_learners = 4
-    with pytest.raises(run_guard.RunError) as err:
+    with pytest.raises(errors.RunError) as err:
         train.train_and_evaluate(changed, workdir)
     message = str(err.value)
     assert "loss.margin: 0.2 -> 0.3" in message and "divide.num_learners: 2 -> 4" in message
@@ -158,7 +158,7 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir
         return nan_step
 
     monkeypatch.setattr(train.steps, "make_train_step", poisoned)
-    with pytest.raises(train.NonFiniteLoss, match=r"epoch 1, step 0 of the epoch, learner\(s\) 1"):
+    with pytest.raises(errors.NonFiniteLoss, match=r"epoch 1, step 0 of the epoch, learner\(s\) 1"):
         train.train_and_evaluate(_config(cache_dir, 2), workdir)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == kept
 
@@ -191,7 +191,7 @@ def test_an_unwritable_workdir_fails_before_training(tmp_path, cache_dir):
         locked.mkdir()
         locked.chmod(0o500)
         workdir = str(locked / "run")
-    with pytest.raises(run_guard.RunError, match="cannot write to --workdir"):
+    with pytest.raises(errors.RunError, match="cannot write to --workdir"):
         train.train_and_evaluate(_config(cache_dir, 1), workdir)
     assert not os.path.exists(workdir)  # refused before anything was written
     shutil.rmtree(tmp_path, ignore_errors=True)

@@ -4,9 +4,10 @@ import collections
 import numpy as np
 import pytest
 
-from dnc_jax.data.errors import ConfigError
+from dnc_jax.errors import ConfigError
 from dnc_jax.data.sampler import (JointSampler, RoundRobinSampler, _deal, check_batch_layout,
-                                  learner_slots, make_sampler, remove_singletons)
+                                  learner_slots, make_sampler)
+from dnc_jax.divide.recluster import remove_singletons
 
 
 def _data(seed=0, classes=30, k=3, low=2, high=9):

@@ -8,9 +8,9 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from configs import default
+from dnc_jax.configs import default
 from dnc_jax.data import benchmarks, custom, image_lists, sources
-from dnc_jax.data.errors import DataError
+from dnc_jax.errors import DataError
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -295,6 +295,21 @@ def test_load_dataset_returns_image_sets(tmp_path, fake_decode):
     assert "cub-train" in fake_decode and "inshop-gallery" in fake_decode
     assert set(sources.NAMES) == {"glyphs", "sop", "cub", "cars", "inshop", "vehicleid",
                                   "folder", "csv", "tfds"}
+
+
+def test_held_out_only_never_packs_the_training_split(tmp_path, fake_decode):
+    """What `evaluate` asks for: every split but 'train', whose images are not even cached."""
+    roots = {"sop": _sop(tmp_path / "sop"), "inshop": _inshop(tmp_path / "inshop"),
+             "vehicleid": _vehicleid(tmp_path / "vid")}
+    for name, root in roots.items():
+        everything = sources.load_dataset(_data_config(tmp_path, name, root))
+        del fake_decode[:]
+        held_out = sources.load_dataset(_data_config(tmp_path, name, root), held_out_only=True)
+        assert set(held_out) == set(everything) - {"train"}
+        assert not [call for call in fake_decode if call.endswith("-train")], fake_decode
+        for split, s in held_out.items():
+            assert s.paths == everything[split].paths
+            assert s.labels.tolist() == everything[split].labels.tolist()
 
 
 def test_real_decode_cache(tmp_path):

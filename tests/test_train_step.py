@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnc_jax import optim, parallel, steps, train
+from dnc_jax import optim, parallel, steps
 from dnc_jax.divide import masks as masks_lib
 from dnc_jax.divide import schedule
 from dnc_jax.losses import make_loss
@@ -57,7 +57,7 @@ def test_cvpr_step_traces_once_across_learners_reclustering_and_phases():
     ]
     for k, learners, full in plan:
         phase = schedule.Phase(0, k, False, False, False, full, False)
-        arrays = train.phase_arrays(config, phase)
+        arrays = masks_lib.phase_arrays(config, phase)
         state, metrics = step(state, parallel.put_batch(_batch(b, learners), mesh), arrays,
                               jax.random.key(1))
         assert np.isfinite(float(metrics["loss"]))
@@ -81,10 +81,10 @@ def test_pami_learned_masks_train_grow_and_freeze_without_retracing():
 
     def run(state, k, full=False, freeze=False):
         phase = schedule.Phase(0, k, False, False, False, full, freeze)
-        rates = train.group_learning_rates(config, phase, base)
+        rates = optim.group_learning_rates(config, phase, base)
         state = state.replace(opt_state=optim.set_learning_rates(state.opt_state, rates))
         learners = np.repeat(np.arange(k), b // k)
-        return step(state, _batch(b, learners), train.phase_arrays(config, phase),
+        return step(state, _batch(b, learners), masks_lib.phase_arrays(config, phase),
                     jax.random.key(2))
 
     masks0 = np.asarray(state.params["masks"])
@@ -117,7 +117,7 @@ def test_frozen_batchnorm_keeps_statistics_and_trains_scale():
     step = jax.jit(steps.make_train_step(model, optimizer, loss_fn, config.augment))
     state = _state(config, model, optimizer, 1, False)
     b = config.data.batch_size
-    arrays = train.phase_arrays(config, schedule.phase(config.divide, 0))
+    arrays = masks_lib.phase_arrays(config, schedule.phase(config.divide, 0))
     new, _ = step(state, _batch(b, np.zeros(b)), arrays, jax.random.key(0))
     chex.assert_trees_all_equal(new.batch_stats, state.batch_stats)
     scale_before = state.params["model"]["backbone"]["bn1"]["scale"]

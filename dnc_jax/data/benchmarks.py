@@ -1,4 +1,5 @@
-"""The five benchmarks in their official on-disk layouts (METHOD.md §5), as per-split ImageLists.
+"""The five benchmarks in their official on-disk layouts (docs/method.md §5), as per-split
+ImageLists.
 
 Each parser takes the data set's root folder and returns {split: ImageList} with the splits the
 papers use; labels are contiguous within a split (In-shop's query and gallery share theirs).
@@ -15,11 +16,10 @@ import os
 
 import numpy as np
 
-from dnc_jax.data.errors import DataError
-from dnc_jax.data.image_lists import (ImageList, check_images_exist, is_image_file, make_list,
-                                      split_by_first_classes, warn_unofficial_counts)
-
-ROOT_KEY = "--config.data.root="
+from dnc_jax.errors import DataError
+from dnc_jax.data.image_lists import (ROOT_KEY, ImageList, check_images_exist, is_image_file,
+                                      make_list, split_by_first_classes,
+                                      warn_unofficial_counts)
 
 SOP_TITLE = "Stanford Online Products"
 CUB_TITLE = "CUB-200-2011"
@@ -27,7 +27,7 @@ CARS_TITLE = "Cars196"
 INSHOP_TITLE = "In-shop Clothes Retrieval"
 VEHICLEID_TITLE = "PKU VehicleID"
 
-# (images, classes) per split, METHOD.md appendix; None: not fixed by the protocol.
+# (images, classes) per split, docs/method.md appendix; None: not fixed by the protocol.
 OFFICIAL = {
     "sop": {"train": (59_551, 11_318), "test": (60_502, 11_316)},
     "cub": {"train": (5_864, 100), "test": (5_924, 100)},

@@ -13,14 +13,25 @@ import os
 import numpy as np
 from absl import logging
 
-from dnc_jax.data.errors import DataError
-from dnc_jax.data.image_lists import ImageList, is_image_file, make_list
+from dnc_jax.errors import DataError
+from dnc_jax.data.image_lists import ROOT_KEY, ImageList, is_image_file, make_list
 
-ROOT_KEY = "--config.data.root="
 FOLDER_TITLE = "Image folder data set"
 CSV_TITLE = "CSV list data set"
 CSV_SPLITS = ("train", "test", "query", "gallery")
 _HEADERS = (["path", "label"], ["path", "label", "split"])
+
+
+def _given(path: str, title: str, noun: str, example: str, what: str, exists,
+           described: str = "") -> str:
+    """The absolute `data.root`, or a DataError saying which key to set and to what."""
+    if not path:
+        raise DataError(f"{title} needs its {noun}: set {ROOT_KEY}{example} ({what})")
+    path = os.path.abspath(os.path.expanduser(path))
+    if not exists(path):
+        raise DataError(f"{title} not found: {path} does not exist; set "
+                        f"{ROOT_KEY}<{described or 'a folder with ' + what}>")
+    return path
 
 
 def split_classes(class_names, seed: int, train_fraction: float) -> set:
@@ -49,13 +60,8 @@ def _split_by_classes(paths, labels, seed, train_fraction) -> dict[str, ImageLis
 
 def folder(root: str, seed: int, train_fraction: float) -> dict[str, ImageList]:
     """`root/<class>/**/<image>`: every sub-folder of root is a class, split by class."""
-    if not root:
-        raise DataError(f"{FOLDER_TITLE} needs its folder: set {ROOT_KEY}/path/to/it "
-                        f"(one sub-folder of images per class)")
-    root = os.path.abspath(os.path.expanduser(root))
-    if not os.path.isdir(root):
-        raise DataError(f"{FOLDER_TITLE} not found: {root} does not exist; set "
-                        f"{ROOT_KEY}<a folder with one sub-folder of images per class>")
+    root = _given(root, FOLDER_TITLE, "folder", "/path/to/it",
+                  "one sub-folder of images per class", os.path.isdir)
     paths, labels = [], []
     for name in sorted(os.listdir(root)):
         class_dir = os.path.join(root, name)
@@ -96,13 +102,8 @@ def _read_csv_rows(path: str):
 
 def csv_list(path: str, seed: int, train_fraction: float) -> dict[str, ImageList]:
     """A `path,label[,split]` CSV; paths relative to the CSV's folder or absolute."""
-    if not path:
-        raise DataError(f"{CSV_TITLE} needs its list: set {ROOT_KEY}/path/to/list.csv "
-                        f"(lines 'path,label[,split]')")
-    path = os.path.abspath(os.path.expanduser(path))
-    if not os.path.isfile(path):
-        raise DataError(f"{CSV_TITLE} not found: {path} does not exist; set "
-                        f"{ROOT_KEY}<a CSV file of 'path,label[,split]' lines>")
+    path = _given(path, CSV_TITLE, "list", "/path/to/list.csv", "lines 'path,label[,split]'",
+                  os.path.isfile, "a CSV file of 'path,label[,split]' lines")
     base = os.path.dirname(path)
     rows = _read_csv_rows(path)
     with_split = [bool(split) for _, (_, _, split) in rows]

@@ -31,7 +31,7 @@ import tempfile
 
 import numpy as np
 
-from dnc_jax.data.errors import ConfigError, DataError
+from dnc_jax.errors import ConfigError, DataError
 from dnc_jax.data.image_set import ImageSet
 
 FORMAT_VERSION = 1

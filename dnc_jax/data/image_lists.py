@@ -14,8 +14,10 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from dnc_jax.data.errors import DataError
+from dnc_jax.errors import DataError
 from dnc_jax.data.image_set import ImageSet, SelectedRows
+
+ROOT_KEY = "--config.data.root="  # the flag that locates a data set, named in errors
 
 # What torchvision's ImageFolder accepts (the CUB loader of the official code is an ImageFolder).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -114,7 +116,7 @@ def to_image_set(image_list: ImageList, data_config, name: str) -> ImageSet:
     (`undecodable_rows`), for `without_rows` to drop; otherwise such a file is a DataError.
     """
     images, sizes = _cached(list(image_list.paths), os.path.expanduser(data_config.cache_dir),
-                            name, bool(data_config.get("skip_bad_images", False)))
+                            name, bool(data_config.skip_bad_images))
     return ImageSet(images=images, labels=np.asarray(image_list.labels, np.int32),
                     class_names=list(image_list.class_names), sizes=sizes,
                     paths=list(image_list.paths))

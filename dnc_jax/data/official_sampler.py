@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnc_jax.data.errors import ConfigError
+from dnc_jax.errors import ConfigError
 from dnc_jax.data.sampler import JointSampler, RoundRobinSampler
 
 METHODS = ("cvpr", "pami")
@@ -231,9 +231,12 @@ class _OfficialDraws:
     """What the two official samplers change in their schedule's sampler: the streams and
     the epoch length."""
 
-    def _init_method(self, method):
+    def __init__(self, labels, assignment, num_learners, batch_size, samples_per_class, seed,
+                 epoch_length="exact", method="cvpr"):
         check_method(method)
         self.method = method
+        super().__init__(labels, assignment, num_learners, batch_size, samples_per_class, seed,
+                         epoch_length)
 
     def _epoch_batches(self, cluster):
         return official_epoch_batches(len(cluster.images), self.slots, self.epoch_length)
@@ -249,21 +252,9 @@ class OfficialJointSampler(_OfficialDraws, JointSampler):
     Args as JointSampler, and `method`: 'cvpr' or 'pami' (`divide.schedule`), the draw.
     """
 
-    def __init__(self, labels, assignment, num_learners, batch_size, samples_per_class, seed,
-                 epoch_length="exact", method="cvpr"):
-        self._init_method(method)
-        super().__init__(labels, assignment, num_learners, batch_size, samples_per_class, seed,
-                         epoch_length)
-
 
 class OfficialRoundRobinSampler(_OfficialDraws, RoundRobinSampler):
     """`round_robin` schedule, each learner's batches drawn by its official stream.
 
     Args as RoundRobinSampler, and `method`: 'cvpr' or 'pami' (`divide.schedule`), the draw.
     """
-
-    def __init__(self, labels, assignment, num_learners, batch_size, samples_per_class, seed,
-                 epoch_length="exact", method="cvpr"):
-        self._init_method(method)
-        super().__init__(labels, assignment, num_learners, batch_size, samples_per_class, seed,
-                         epoch_length)

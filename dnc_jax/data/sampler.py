@@ -1,13 +1,14 @@
-"""Cluster-aware class-balanced batches: the `joint` and `round_robin` schedules (DESIGN.md §4).
+"""Cluster-aware class-balanced batches: the `joint` and `round_robin` schedules (README, "Decisions
+taken, and why").
 
 Learner k trains on cluster k: the images whose `assignment` is k (-1 = set aside, e.g. by
-`remove_singletons`). M = `samples_per_class`.
+`dnc_jax.divide.recluster.remove_singletons`). M = `samples_per_class`.
 
 Chunks. A *pass* over a cluster shuffles the images of each class and cuts them, in that order,
 into chunks of M. A class of n >= M images whose n is not a multiple of M has a short last chunk;
 it is topped up with the first M - (n mod M) images of the same shuffled order, which are not in
 that chunk, so a chunk never holds an image twice (the official `ClassBalancedSampler` drew with
-replacement and duplicated images of small classes, METHOD §7 item 5). The top-up images are
+replacement and duplicated images of small classes, docs/method.md §7 item 5). The top-up images are
 *fillers*: every image of the class is still a *primary* draw exactly once in the pass. A class
 of n < M images keeps one short chunk of its n images and the spare slots are padding
 (valid=False). We do not follow PAMI's `adaptbalanced`/`sample_other` (filling those slots with
@@ -32,13 +33,13 @@ with L_k < steps_per_epoch then starts pass 1, 2, ... (the official `max` merge,
 loaders restart). For the learner(s) with the most batches, pass 0 is the whole epoch: each of
 its images is drawn exactly once, fillers aside. A learner whose cluster is empty owns padding.
 
-`round_robin` (RoundRobinSampler, the official schedule, METHOD §1.1). Every batch belongs to
-one learner: P = B // M chunks (slots past P*M are padding). With R = max_c L_c rounds, step s
-of the epoch is round s // K' of learner turns[s % K'], where `turns` lists, in increasing
-order, the K' learners whose cluster is not empty (an empty cluster would give an all-padding
-batch, hence an optimiser step on nothing). An epoch is K' * R steps, one optimiser step each;
-a learner serves pass 0 in its first L_c rounds, then starts again with pass 1 (the official
-loader re-created when it runs out).
+`round_robin` (RoundRobinSampler, the official schedule, docs/method.md §1.1). Every batch belongs
+to one learner: P = B // M chunks (slots past P*M are padding). With R = max_c L_c rounds, step s of
+the epoch is round s // K' of learner turns[s % K'], where `turns` lists, in increasing order, the
+K' learners whose cluster is not empty (an empty cluster would give an all-padding batch, hence an
+optimiser step on nothing). An epoch is K' * R steps, one optimiser step each; a learner serves pass
+0 in its first L_c rounds, then starts again with pass 1 (the official loader re-created when it
+runs out).
 
 Epoch length (`data.epoch_length`). 'exact' (above): a learner's epoch is its pass, L_k
 batches, so every usable image is a primary draw once. 'official': L_k = max(1, n_k // (P*M))
@@ -61,7 +62,7 @@ import dataclasses
 
 import numpy as np
 
-from dnc_jax.data.errors import ConfigError
+from dnc_jax.errors import ConfigError, DataError
 
 SCHEDULES = ("joint", "round_robin")
 EPOCH_LENGTHS = ("exact", "official")
@@ -116,6 +117,28 @@ def check_batch_layout(batch_size: int, samples_per_class: int, max_learners: in
         f"data.batch_size={batch_size} holds one class of {samples_per_class} images "
         f"(data.samples_per_class): no negatives, nothing to learn; use data.batch_size >= "
         f"{need}")
+
+
+def check_enough_classes(labels, num_learners: int, min_classes: int = 2) -> None:
+    """Refuses, before anything is written, a training set too small for K learners.
+
+    A learner trains on the classes of its cluster that have at least two images there (a
+    positive pair); k-means can give each of the K clusters `min_classes` such classes only if
+    the training set has K x `min_classes` of them. Fewer, and some learner is left with
+    nothing to learn (or every image is set aside), whatever the clustering does.
+    """
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    usable = int((counts >= 2).sum())
+    need = num_learners * min_classes
+    if usable >= need:
+        return
+    if usable < min_classes:
+        raise DataError(f"the training split has {usable} class(es) with at least two images; "
+                        f"training needs at least {min_classes} (a positive pair and a "
+                        f"negative class)")
+    raise DataError(f"the training split has {usable} classes with at least two images, too "
+                    f"few for divide.num_learners={num_learners} ({min_classes} per learner: "
+                    f"{need}); use --config.divide.num_learners={usable // min_classes} or less")
 
 
 def check_epoch_length(epoch_length: str) -> None:
@@ -247,8 +270,8 @@ class _ClusterSampler:
         self.slots = slots_per_learner
         self.clusters = self._group(labels, assignment, slots_per_learner // samples_per_class)
         if not any(c.num_chunks for c in self.clusters):
-            raise ValueError("no usable training images: every image was set aside "
-                             "(each class has a single image in its cluster)")
+            raise DataError("no usable training images: every image was set aside (each class "
+                            "has a single image in its cluster)")
 
     def _group(self, labels, assignment, chunks_per_batch):
         rows = np.flatnonzero(assignment >= 0)
@@ -363,16 +386,3 @@ def make_sampler(schedule: str, labels, assignment, num_learners, batch_size,
                                   samples_per_class, seed, epoch_length, method=method)
     return classes[schedule](labels, assignment, num_learners, batch_size, samples_per_class,
                              seed, epoch_length)
-
-
-def remove_singletons(labels, assignment):
-    """Images whose class has exactly one image in their cluster get cluster -1 (METHOD §1.1)."""
-    labels = np.asarray(labels)
-    assignment = np.asarray(assignment).copy()
-    used = assignment >= 0
-    keys = labels[used].astype(np.int64) * (int(assignment.max(initial=0)) + 1) + assignment[used]
-    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    single = np.zeros(len(assignment), bool)
-    single[np.flatnonzero(used)] = counts[inverse] == 1
-    assignment[single] = -1
-    return assignment

@@ -22,7 +22,7 @@ import os
 from absl import logging
 
 from dnc_jax.data import benchmarks, custom
-from dnc_jax.data.errors import DataError
+from dnc_jax.errors import DataError
 from dnc_jax.data.glyphs import load_glyphs
 from dnc_jax.data.image_lists import ImageList, to_image_set, undecodable_rows, without_rows
 from dnc_jax.data.image_set import ImageSet
@@ -34,14 +34,15 @@ SHARED_LABEL_SPACES = (("query", "gallery"),)  # splits whose labels compare wit
 _NAMED_SKIPPED = 3  # undecodable files named in the warning line
 
 
-def _glyphs(data_config):
+def _glyphs(data_config, wanted):
     g = data_config.glyphs
-    return load_glyphs(
+    sets = load_glyphs(
         cache_dir=os.path.join(os.path.expanduser(data_config.cache_dir), "glyphs"),
         image_size=data_config.image_size, seed=g.seed, min_faces=g.min_faces,
         instances_per_face=g.instances_per_face,
         max_classes=None if g.max_classes < 0 else g.max_classes,
-        classes=g.get("classes", "letters"))
+        classes=g.classes)
+    return {split: s for split, s in sets.items() if wanted(split)}
 
 
 def _data_set(data_config) -> str:
@@ -51,7 +52,9 @@ def _data_set(data_config) -> str:
     return f"data set '{data_config.name}' (--config.data.root={data_config.root})"
 
 
-def _decode_all(lists: dict[str, ImageList], data_config, prefix: str) -> dict[str, ImageSet]:
+def _decode_all(lists: dict[str, ImageList], data_config, prefix: str,
+                wanted) -> dict[str, ImageSet]:
+    lists = {split: lst for split, lst in lists.items() if wanted(split)}
     for split, image_list in lists.items():  # before decoding the others for nothing
         if not len(image_list):
             raise DataError(f"the '{split}' split of {_data_set(data_config)} is empty: no "
@@ -83,37 +86,37 @@ def _drop_undecodable(sets: dict[str, ImageSet], data_config) -> dict[str, Image
 
 
 def _benchmark(parse):
-    def load(data_config):
-        return _decode_all(parse(data_config.root), data_config, data_config.name)
+    def load(data_config, wanted):
+        return _decode_all(parse(data_config.root), data_config, data_config.name, wanted)
     return load
 
 
-def _vehicleid(data_config):
+def _vehicleid(data_config, wanted):
     choice = data_config.vehicleid_test
     if choice not in VEHICLEID_TESTS:
         raise DataError(f"data.vehicleid_test={choice!r} is not one of {VEHICLEID_TESTS}; set "
                         f"--config.data.vehicleid_test=large")
-    out = _decode_all(benchmarks.vehicleid(data_config.root), data_config, "vehicleid")
+    out = _decode_all(benchmarks.vehicleid(data_config.root), data_config, "vehicleid", wanted)
     out["test"] = out[f"test_{choice}"]
     return out
 
 
-def _folder(data_config):
+def _folder(data_config, wanted):
     lists = custom.folder(data_config.root, data_config.split_seed, data_config.train_fraction)
-    return _decode_all(lists, data_config, "folder")
+    return _decode_all(lists, data_config, "folder", wanted)
 
 
-def _csv(data_config):
+def _csv(data_config, wanted):
     lists = custom.csv_list(data_config.root, data_config.split_seed,
                             data_config.train_fraction)
-    return _decode_all(lists, data_config, "csv")
+    return _decode_all(lists, data_config, "csv", wanted)
 
 
-def _tfds(data_config):
+def _tfds(data_config, wanted):
     from dnc_jax.data import tfds_source
 
     lists = tfds_source.load(data_config.tfds_name, data_config)
-    return _decode_all(lists, data_config, f"tfds-{data_config.tfds_name}")
+    return _decode_all(lists, data_config, f"tfds-{data_config.tfds_name}", wanted)
 
 
 _SOURCES = {
@@ -130,8 +133,11 @@ _SOURCES = {
 NAMES = tuple(_SOURCES)
 
 
-def load_dataset(data_config) -> dict[str, ImageSet]:
+def load_dataset(data_config, held_out_only: bool = False) -> dict[str, ImageSet]:
+    """{split: ImageSet} of the data set `data_config` names. `held_out_only`: every split but
+    'train', which is then neither listed for decoding nor packed into the cache (evaluating a
+    trained model needs only the held-out classes)."""
     name = data_config.name
     if name not in _SOURCES:
         raise DataError(f"data.name={name!r} is not one of {sorted(_SOURCES)}")
-    return _SOURCES[name](data_config)
+    return _SOURCES[name](data_config, lambda split: not held_out_only or split != "train")

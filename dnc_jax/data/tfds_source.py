@@ -23,7 +23,7 @@ import os
 from typing import Optional
 
 from dnc_jax.data.benchmarks import OFFICIAL
-from dnc_jax.data.errors import DataError
+from dnc_jax.errors import DataError
 from dnc_jax.data.image_lists import (ImageList, make_list, split_by_first_classes,
                                       warn_unofficial_counts)
 

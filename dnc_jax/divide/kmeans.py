@@ -1,8 +1,8 @@
 """K-means (Lloyd) in JAX, jittable, for the "divide" step of Divide & Conquer.
 
 The official code clusters the L2-normalised 2048-d backbone features of the whole training set with
-faiss (METHOD.md §1.1): K random training points as the start, 100 Lloyd iterations, one restart.
-This module does the same on the accelerator, so the features never leave the device:
+faiss (docs/method.md §1.1): K random training points as the start, 100 Lloyd iterations, one
+restart. This module does the same on the accelerator, so the features never leave the device:
 
 * ``init="random"``  — k distinct random (valid) points, faiss's default;
 * ``init="kmeans++"`` — plain D^2 sampling (no greedy local trials), sklearn's default start;

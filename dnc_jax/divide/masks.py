@@ -1,9 +1,10 @@
 """Learner masks: which embedding dimensions each learner owns, as fixed-shape arrays.
 
 Everything here is an array `[K_max, d]`, so K changing, reclustering and the switch to the full
-embedding change values, never shapes, and the train step compiles once (DESIGN.md §4).
+embedding change values, never shapes, and the train step compiles once (README, "Decisions taken,
+and why").
 
-Two arrays describe a phase, following the CVPR code (METHOD.md §1.2):
+Two arrays describe a phase, following the CVPR code (docs/method.md §1.2):
 - `slices`: the division of the embedding into K contiguous blocks of ceil(d/K) dims. The
   network's output is the concatenation of the separately L2-normalised blocks, in training
   and at evaluation (norm sqrt(K)).
@@ -18,7 +19,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from dnc_jax.models.embedder import l2_normalize
+from dnc_jax.normalize import l2_normalize
 
 
 def contiguous_slices(num_learners: int, max_learners: int, dim: int) -> np.ndarray:
@@ -56,7 +57,7 @@ def learner_view(output, masks, learner):
     return l2_normalize(output * masks[learner])
 
 
-# -- PAMI masks (METHOD.md §1.4) ---------------------------------------------------------------
+# -- PAMI masks (docs/method.md §1.4) --------------------------------------------------------------
 
 def single_block(max_learners: int, dim: int) -> np.ndarray:
     """PAMI's output: one block (the whole embedding, normalised once), no per-slice norms."""
@@ -85,7 +86,7 @@ def grow(masks, num_learners: int):
 
 def orthogonality_penalty(masks, num_learners):
     """Mean cosine similarity of relu(m_i), relu(m_j) over ordered pairs i != j of the active
-    rows; 0 for one learner (METHOD.md §1.3). `num_learners` may be a traced scalar."""
+    rows; 0 for one learner (docs/method.md §1.3). `num_learners` may be a traced scalar."""
     r = jnp.maximum(masks, 0.0)
     unit = l2_normalize(r)
     cos = unit @ unit.T
@@ -94,3 +95,34 @@ def orthogonality_penalty(masks, num_learners):
     pairs = active[:, None] & active[None, :] & ~jnp.eye(k_max, dtype=bool)
     count = jnp.sum(pairs)
     return jnp.where(count > 0, jnp.sum(jnp.where(pairs, cos, 0.0)) / jnp.maximum(count, 1), 0.0)
+
+
+# -- one phase ----------------------------------------------------------------------------------
+
+def phase_arrays(config, phase) -> dict:
+    """The arrays of one epoch's phase, the train step's `phase` argument (`steps.py`), and
+    its `slices` the evaluation embedding of that epoch."""
+    c, k_max, dim = config.divide, config.divide.num_learners, config.model.embedding_dim
+    if c.masks == "slices":
+        # The CVPR model fixes its K output blocks when it is built (`learner_neurons` in
+        # lib/model.py): the one-learner finetune still normalises K blocks, trains on their
+        # renormalised concatenation and is evaluated on it. PAMI's K grows with its phases.
+        blocks = k_max if c.schedule == "cvpr" else phase.num_learners
+        slices = contiguous_slices(blocks, k_max, dim)
+        fixed = contiguous_slices(phase.num_learners, k_max, dim)
+    elif c.masks in ("fixed", "learned"):
+        # PAMI: the output is normalised once; fixed masks are the hierarchical halves, which
+        # for K = 2^j are the contiguous blocks of d / K dims.
+        slices = single_block(k_max, dim)
+        fixed = contiguous_slices(phase.num_learners, k_max, dim)
+    else:
+        raise ValueError(f"divide.masks must be 'slices', 'fixed' or 'learned', got {c.masks!r}")
+    conquer = phase.full_embedding
+    learned = c.masks == "learned" and not conquer
+    return {
+        "slices": slices,
+        "masks": full_embedding_masks(k_max, dim) if conquer else fixed,
+        "learned": np.float32(learned),
+        "num_learners": np.int32(phase.num_learners),
+        "orthogonality": np.float32(c.orthogonality_weight if learned else 0.0),
+    }

@@ -2,7 +2,7 @@
 
 After each reclustering the k new clusters are arbitrary labels; each must go to the learner (the
 embedding slice / mask) that trained on the most similar previous cluster, otherwise the learners
-are reshuffled every reclustering. The official code (METHOD.md §1.1) views each cluster as an
+are reshuffled every reclustering. The official code (docs/method.md §1.1) views each cluster as an
 indicator vector over the N training images and solves the k x k assignment problem on
 cost[c, p] = L1(current_c - previous_p) = |C_c| + |P_p| - 2 |C_c ∩ P_p|
 (the size of the symmetric difference) with the Hungarian method. For a square problem the size
@@ -41,7 +41,7 @@ def match_clusters(previous: np.ndarray, current: np.ndarray, k: int) -> np.ndar
     """Returns perm [k] with perm[c] = learner (previous label) for current cluster c.
 
     perm maximises the overlap between current cluster c and previous cluster perm[c], i.e.
-    minimises the total symmetric-difference cost of METHOD.md. Labels -1 are ignored.
+    minimises the total symmetric-difference cost of docs/method.md. Labels -1 are ignored.
     """
     rows, cols = linear_sum_assignment(cost_matrix(previous, current, k))
     perm = np.empty(k, np.int64)
@@ -60,7 +60,8 @@ def relabel(current: np.ndarray, perm: np.ndarray) -> np.ndarray:
 
     This applies perm itself: points of current cluster c get learner perm[c]. The official
     relabelling loop applies the inverse (points of current cluster perm[c] get label c), which is
-    only right when perm is an involution; for a 3-cycle it gets every label wrong (METHOD.md §1.1).
+    only right when perm is an involution; for a 3-cycle it gets every label wrong (docs/method.md
+    §1.1).
     """
     current = np.asarray(current)
     perm = np.asarray(perm)

@@ -2,12 +2,12 @@
 
 Two plans, each as the official code runs it:
 
-- `cvpr` (METHOD.md §1.2): cluster into K before epoch 0 with the starting model (or, with
+- `cvpr` (docs/method.md §1.2): cluster into K before epoch 0 with the starting model (or, with
   `warmup_epochs` W > 0, train one learner on all the data, the whole embedding, for epochs
   0..W-1 and cluster before epoch W with the warmed-up model; not in the papers), recluster
   every `recluster_every` epochs, train the whole embedding on clustered batches from
   `full_embedding_epoch`, and from `finetune_epoch` train one learner on the whole training set.
-- `pami` (METHOD.md §1.3, `top_bot`): start with K = 1 and recluster every `recluster_every`
+- `pami` (docs/method.md §1.3, `top_bot`): start with K = 1 and recluster every `recluster_every`
   epochs (epoch 0 included); at every recluster after epoch 0 while K < K_final, split each
   cluster in two (K doubles: 1, 2, 4, ... K_final); the backbone's learning rate is 0 on the
   first `freeze_epochs` epochs of every recluster period (with the defaults, every even epoch,
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from dnc_jax.data.errors import ConfigError
+from dnc_jax import defaults
+from dnc_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +37,10 @@ def _at_or_after(epoch, start):
 
 
 def phase(divide_config, epoch: int) -> Phase:
-    c = divide_config
-    plan = c.get("schedule", "cvpr")
+    """The phase of `epoch` under the `divide` section (a partial one is completed from
+    `dnc_jax.defaults`)."""
+    c = defaults.filled(divide_config, "divide")
+    plan = c.schedule
     if plan == "cvpr":
         return _cvpr_phase(c, epoch)
     if plan == "pami":
@@ -46,7 +49,7 @@ def phase(divide_config, epoch: int) -> Phase:
 
 
 def _cvpr_phase(c, epoch):
-    warmup = c.get("warmup_epochs", 0)
+    warmup = c.warmup_epochs
     if warmup < 0:
         raise ConfigError(f"divide.warmup_epochs must be >= 0, got {warmup}")
     warming = epoch < warmup
@@ -63,7 +66,7 @@ def _cvpr_phase(c, epoch):
 
 
 def _pami_phase(c, epoch):
-    if c.get("warmup_epochs", 0):
+    if c.warmup_epochs:
         raise ConfigError("divide.warmup_epochs is for the 'cvpr' schedule; 'pami' already "
                          "trains one learner for its first divide.recluster_every epochs")
     every = c.recluster_every
@@ -76,7 +79,7 @@ def _pami_phase(c, epoch):
     num_learners = min(final, 2 ** (epoch // every))
     recluster = epoch % every == 0
     split = recluster and epoch > 0 and num_learners > min(final, 2 ** (epoch // every - 1))
-    freeze = (epoch % every) < c.get("freeze_epochs", 0)
+    freeze = (epoch % every) < c.freeze_epochs
     return Phase(epoch, num_learners, recluster, split=split, whole_dataset=False,
                  full_embedding=_at_or_after(epoch, c.full_embedding_epoch),
                  freeze_backbone=freeze)

@@ -1,1 +1,2 @@
-"""Evaluation (METHOD.md §4): exact blocked k-NN retrieval metrics, NMI, benchmark protocols."""
+"""Evaluation (docs/method.md §4): exact blocked k-NN retrieval metrics, NMI, benchmark
+protocols."""

@@ -1,6 +1,6 @@
 """NMI of the test embeddings: k-means with one cluster per test class, scored against the labels.
 
-METHOD.md §4: the official code runs faiss k-means on the test embeddings with #clusters =
+docs/method.md §4: the official code runs faiss k-means on the test embeddings with #clusters =
 #test classes and scores it with `sklearn.metrics.normalized_mutual_info_score`. [PAMI]'s
 `eval_model.py` reports the mean and std over 10 runs (seeds 0-9, 100 iterations, one restart,
 `average_method='arithmetic'`); its training loop (In-shop only) uses one run.

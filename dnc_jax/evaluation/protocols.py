@@ -6,7 +6,7 @@
 A protocol takes `{split_name: (embeddings, labels)}` (the split names of `dnc_jax.data`:
 'test', 'query'/'gallery', 'test_small'/'test_medium'/'test_large') and returns a
 `ProtocolResult(metrics, protocol)`: a flat {name: float in [0, 1]} dict and a sentence saying
-exactly what was measured. The protocols follow METHOD.md §4:
+exactly what was measured. The protocols follow docs/method.md §4:
 
 * 'cub', 'cars': leave-one-out over 'test', R@1/2/4/8.
 * 'sop': leave-one-out over 'test', R@1/10/100/1000 ([PAMI] reports 1/10/100).
@@ -108,7 +108,7 @@ def _query_gallery(title: str, default_ks: tuple[int, ...]) -> Callable:
         ks = options.ks or default_ks
         metrics = _retrieval(q_emb, q_labels, g_emb, g_labels, ks, options)
         if options.nmi:
-            # METHOD.md §4: In-shop's NMI clusters query and gallery together.
+            # docs/method.md §4: In-shop's NMI clusters query and gallery together.
             both = jnp.concatenate([jnp.asarray(q_emb), jnp.asarray(g_emb)])
             metrics.update(_nmi(both, np.concatenate([np.asarray(q_labels),
                                                       np.asarray(g_labels)]), options))

@@ -1,11 +1,11 @@
 """Exact retrieval metrics (Recall@K, MAP@R, R-precision, the PAMI "mARP") in one blocked pass.
 
-METHOD.md §4: the official code ranks the gallery by exact Euclidean distance (faiss flat L2) and
-reports Recall@K (share of queries with a same-label item among their K nearest) and, in [PAMI],
-a "mARP". Its full query x gallery matrix does not fit for SOP (60k x 60k) or In-shop on the CPU,
-so here one jitted program scans the queries in fixed-size blocks: a block is scored against the
-whole gallery, `lax.top_k` keeps its k_max nearest, and each query is reduced *on device* to four
-numbers (`QueryStats`). Neither Q x G scores nor Q x k_max neighbours ever exist.
+docs/method.md §4: the official code ranks the gallery by exact Euclidean distance (faiss flat L2)
+and reports Recall@K (share of queries with a same-label item among their K nearest) and, in [PAMI],
+a "mARP". Its full query x gallery matrix does not fit for SOP (60k x 60k) or In-shop on the CPU, so
+here one jitted program scans the queries in fixed-size blocks: a block is scored against the whole
+gallery, `lax.top_k` keeps its k_max nearest, and each query is reduced *on device* to four numbers
+(`QueryStats`). Neither Q x G scores nor Q x k_max neighbours ever exist.
 
 k_max = max(max(ks), R_max), clamped to the number of candidates, where R is a query's number of
 relevant items (same-label gallery items, minus itself for leave-one-out). That makes every metric
@@ -115,23 +115,16 @@ def retrieval_metrics(
     return metrics
 
 
-def recall_at_k(
-    query,
-    query_labels,
-    gallery=None,
-    gallery_labels=None,
-    ks: Sequence[int] = (1, 2, 4, 8),
-    block_size: int = 1024,
-    mesh: Optional[Mesh] = None,
-) -> dict[int, float]:
+def recall_at_k(query, query_labels, gallery=None, gallery_labels=None, **options
+                ) -> dict[int, float]:
     """{k: share of queries with a same-label item among their k nearest}.
 
-    Same arguments and rules as `retrieval_metrics`; kept for its dict-by-int return value.
+    Same arguments (`ks`, `block_size`, `mesh`) and rules as `retrieval_metrics`; kept for its
+    dict-by-int return value.
     """
-    ks = _check_ks(ks)
-    stats = query_stats(query, query_labels, gallery, gallery_labels, k=max(ks),
-                        block_size=block_size, map_at_r=False, mesh=mesh)
-    return {k: float(np.mean(stats.first_hit < k)) for k in ks}
+    metrics = retrieval_metrics(query, query_labels, gallery, gallery_labels, map_at_r=False,
+                                **options)
+    return {int(name.split("@")[1]): value for name, value in metrics.items()}
 
 
 def r_metrics(stats: QueryStats) -> dict[str, float]:

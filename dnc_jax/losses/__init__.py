@@ -1,5 +1,5 @@
 """Base losses by name, each a pure function of one flat batch holding several learners'
-sub-batches (DESIGN.md §4, METHOD.md §3):
+sub-batches (README, "Decisions taken, and why", docs/method.md §3):
 
     loss_fn(embeddings, labels, learners, valid, rng, loss_params=None, *, n_dim=None,
             masks=None) -> (loss, aux)
@@ -23,6 +23,7 @@ import functools
 
 import jax
 
+from dnc_jax import defaults
 from dnc_jax.losses import miners
 from dnc_jax.losses.contrastive import contrastive_loss
 from dnc_jax.losses.margin import init_margin_params, margin_loss
@@ -34,66 +35,26 @@ from dnc_jax.losses.triplet import resolve_average, triplet_loss
 LOSSES = ("margin", "triplet", "contrastive", "multi_similarity", "proxy_anchor",
           "normalized_softmax", "npairs")
 
-# Every `loss.*` key with its default; a config that leaves a key out gets this value.
-DEFAULTS = {
-    "name": "margin",               # margin | triplet | contrastive | multi_similarity |
-                                    # proxy_anchor | normalized_softmax | npairs
-    # miners (margin and triplet losses)
-    "miner": "distance_weighted",   # distance_weighted | easy_peasy | semi_hard | batch_hard | all
-    "negatives_per_anchor": 0,      # k of distance_weighted/easy_peasy; 0: samples_per_class - 1
-    "cutoff": 0.5,                  # distances below are "too close": clamped (distance_weighted)
-                                    # or never a negative (easy_peasy)
-    "nonzero_loss_cutoff": 1.4,     # distance_weighted: farther negatives get weight 1e-6
-    "distance_weighted_dim": "view",  # distance_weighted: n of the sphere whose distance density
-                                    # is undone: 'view' (dims the learner's mask keeps) or
-                                    # 'embedding' (the full width d, PAMI's code)
-    "easy_peasy_strict": True,      # easy_peasy: too few valid negatives -> fewer triplets;
-                                    # False: fill with positives/too-close items (official)
-    # margin (Wu et al.)
-    "margin": 0.2,                  # alpha of the margin loss; margin of the triplet loss
-    "beta": 1.2,                    # beta (its initial value when learnable)
-    "beta_mode": "fixed",           # fixed (official) | global (one learnable) | per_class
-    "nu": 0.0,                      # weight of the L1 regulariser of the betas used
-    # triplet
-    "soft": False,                  # softplus(d_ap - d_an) instead of the hinge
-    "triplet_average": "auto",      # nonzero | valid | auto (valid for semi_hard/all miners)
-    # contrastive
-    "pos_margin": 0.0,              # positives: relu(d - pos_margin)^2
-    "neg_margin": 1.0,              # negatives: relu(neg_margin - d)^2
-    # multi-similarity (Wang et al.)
-    "ms_alpha": 2.0,                # positive scale
-    "ms_beta": 50.0,                # negative scale
-    "ms_lambda": 0.5,               # similarity threshold (the authors' code's `thresh`)
-    "ms_epsilon": 0.1,              # pair-mining margin
-    # proxy losses
-    "proxy_alpha": 32.0,            # proxy-anchor scale
-    "proxy_delta": 0.1,             # proxy-anchor margin
-    "temperature": 0.05,            # normalized_softmax temperature
-    # npairs
-    "npairs_alpha": 1.0,            # initial learnable logit scale
-    # learning rates of the loss parameters (Adam, no weight decay)
-    "beta_learning_rate": 5e-4,     # learnable betas (an assumption: PAMI never learns them)
-    "proxy_learning_rate": 1e-3,    # proxies: 100x the embedding head's 1e-5 (proxy-anchor)
-    "alpha_learning_rate": 1.0,     # npairs alpha (PAMI --lr-alpha)
-}
+# Their negatives are class proxies: a learner batch of one class still trains them.
+PROXY_LOSSES = ("proxy_anchor", "normalized_softmax")
 
 
-def _option(loss_config, key):
-    return loss_config.get(key, DEFAULTS[key])
+def _section(loss_config):
+    """The `loss` section with every key: a partial one (tests, library users) is completed
+    from `dnc_jax.defaults`, the one place defaults live."""
+    return defaults.filled(loss_config, "loss")
 
 
 def negatives_per_anchor(loss_config, samples_per_class: int) -> int:
-    k = int(_option(loss_config, "negatives_per_anchor"))
+    k = int(_section(loss_config).negatives_per_anchor)
     return k if k > 0 else max(1, samples_per_class - 1)
 
 
 def make_miner(loss_config, samples_per_class: int):
+    c = _section(loss_config)
     return miners.make_miner(
-        _option(loss_config, "miner"),
-        num_negatives=negatives_per_anchor(loss_config, samples_per_class),
-        cutoff=_option(loss_config, "cutoff"),
-        nonzero_loss_cutoff=_option(loss_config, "nonzero_loss_cutoff"),
-        strict=_option(loss_config, "easy_peasy_strict"))
+        c.miner, num_negatives=negatives_per_anchor(c, samples_per_class), cutoff=c.cutoff,
+        nonzero_loss_cutoff=c.nonzero_loss_cutoff, strict=c.easy_peasy_strict)
 
 
 def _width_of_embedding(loss_fn):
@@ -106,43 +67,41 @@ def _width_of_embedding(loss_fn):
 
 def make_loss(loss_config, num_learners_max: int, samples_per_class: int):
     """The configured loss with every option bound; see the module doc for its signature."""
-    loss_fn = _make_loss(loss_config, num_learners_max, samples_per_class)
-    dim = _option(loss_config, "distance_weighted_dim")
+    c = _section(loss_config)
+    loss_fn = _make_loss(c, num_learners_max, samples_per_class)
+    dim = c.distance_weighted_dim
     if dim not in ("view", "embedding"):
         raise ValueError(f"loss.distance_weighted_dim={dim!r} is not one of "
                          "['view', 'embedding']")
     return _width_of_embedding(loss_fn) if dim == "embedding" else loss_fn
 
 
-def _make_loss(loss_config, num_learners_max: int, samples_per_class: int):
-    name = _option(loss_config, "name")
-    opt = functools.partial(_option, loss_config)
+def _make_loss(c, num_learners_max: int, samples_per_class: int):
+    """`make_loss` before the distance-weighted width: `c` is a completed `loss` section."""
+    name = c.name
     common = {"num_learners_max": num_learners_max}
     if name == "margin":
-        if opt("beta_mode") not in ("fixed", "global", "per_class"):
-            raise ValueError(f"loss.beta_mode={opt('beta_mode')!r} is not one of "
+        if c.beta_mode not in ("fixed", "global", "per_class"):
+            raise ValueError(f"loss.beta_mode={c.beta_mode!r} is not one of "
                              "['fixed', 'global', 'per_class']")
-        return functools.partial(
-            margin_loss, mine=make_miner(loss_config, samples_per_class), margin=opt("margin"),
-            beta=opt("beta"), beta_mode=opt("beta_mode"), nu=opt("nu"), **common)
-    if name == "triplet":
-        return functools.partial(
-            triplet_loss, mine=make_miner(loss_config, samples_per_class), margin=opt("margin"),
-            soft=opt("soft"), average=resolve_average(opt("triplet_average"), opt("miner")),
-            **common)
-    if name == "contrastive":
-        return functools.partial(contrastive_loss, pos_margin=opt("pos_margin"),
-                                 neg_margin=opt("neg_margin"), **common)
-    if name == "multi_similarity":
-        return functools.partial(multi_similarity_loss, alpha=opt("ms_alpha"),
-                                 beta=opt("ms_beta"), lam=opt("ms_lambda"),
-                                 epsilon=opt("ms_epsilon"), **common)
-    if name == "proxy_anchor":
-        return functools.partial(proxy_anchor_loss, alpha=opt("proxy_alpha"),
-                                 delta=opt("proxy_delta"), **common)
-    if name == "normalized_softmax":
-        return functools.partial(normalized_softmax_loss, temperature=opt("temperature"),
+        return functools.partial(margin_loss, mine=make_miner(c, samples_per_class),
+                                 margin=c.margin, beta=c.beta, beta_mode=c.beta_mode, nu=c.nu,
                                  **common)
+    if name == "triplet":
+        return functools.partial(triplet_loss, mine=make_miner(c, samples_per_class),
+                                 margin=c.margin, soft=c.soft,
+                                 average=resolve_average(c.triplet_average, c.miner), **common)
+    if name == "contrastive":
+        return functools.partial(contrastive_loss, pos_margin=c.pos_margin,
+                                 neg_margin=c.neg_margin, **common)
+    if name == "multi_similarity":
+        return functools.partial(multi_similarity_loss, alpha=c.ms_alpha, beta=c.ms_beta,
+                                 lam=c.ms_lambda, epsilon=c.ms_epsilon, **common)
+    if name == "proxy_anchor":
+        return functools.partial(proxy_anchor_loss, alpha=c.proxy_alpha,
+                                 delta=c.proxy_delta, **common)
+    if name == "normalized_softmax":
+        return functools.partial(normalized_softmax_loss, temperature=c.temperature, **common)
     if name == "npairs":
         return functools.partial(npairs_loss, **common)
     raise ValueError(f"loss.name={name!r} is not one of {list(LOSSES)}")
@@ -150,14 +109,14 @@ def _make_loss(loss_config, num_learners_max: int, samples_per_class: int):
 
 def init_loss_params(loss_config, num_classes: int | None, dim: int, rng):
     """The learnable parameters of the configured loss (a dict, possibly empty)."""
-    name = _option(loss_config, "name")
+    c = _section(loss_config)
+    name = c.name
     if name == "margin":
-        return init_margin_params(_option(loss_config, "beta_mode"),
-                                  _option(loss_config, "beta"), num_classes)
-    if name in ("proxy_anchor", "normalized_softmax"):
+        return init_margin_params(c.beta_mode, c.beta, num_classes)
+    if name in PROXY_LOSSES:
         return init_proxies(rng, num_classes, dim)
     if name == "npairs":
-        return init_npairs_params(_option(loss_config, "npairs_alpha"))
+        return init_npairs_params(c.npairs_alpha)
     if name not in LOSSES:
         raise ValueError(f"loss.name={name!r} is not one of {list(LOSSES)}")
     return {}
@@ -175,6 +134,6 @@ def loss_param_labels(loss_params):
 
 def loss_learning_rates(loss_config):
     """{group: learning rate} for `loss_param_labels`' groups."""
-    return {"beta": _option(loss_config, "beta_learning_rate"),
-            "proxies": _option(loss_config, "proxy_learning_rate"),
-            "alpha": _option(loss_config, "alpha_learning_rate")}
+    c = _section(loss_config)
+    return {"beta": c.beta_learning_rate, "proxies": c.proxy_learning_rate,
+            "alpha": c.alpha_learning_rate}

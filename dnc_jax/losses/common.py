@@ -1,10 +1,11 @@
 """Building blocks shared by every loss: distances, learner-restricted pair masks, per-learner
 reductions and NaN-free masked log-sum-exps.
 
-One flat batch holds several learners' sub-batches (DESIGN.md §4). A pair counts only when both
-ends are valid slots of the same learner, and every per-learner quantity is a segment sum over
-the learner ids, so a loss over the flat batch equals the sum of K separate losses. All shapes
-are fixed; empty sets give 0, never NaN (no sqrt at 0, log of 0 or 0/0, also in gradients).
+One flat batch holds several learners' sub-batches (README, "Decisions taken, and why"). A pair
+counts only when both ends are valid slots of the same learner, and every per-learner quantity is a
+segment sum over the learner ids, so a loss over the flat batch equals the sum of K separate losses.
+All shapes are fixed; empty sets give 0, never NaN (no sqrt at 0, log of 0 or 0/0, also in
+gradients).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 # The miners' distance is sqrt(max(||a-b||^2, 1e-4)) and the losses' sqrt(||a-b||^2 + 1e-8),
-# as in the official code (METHOD.md §3): the miner never sees 0, the loss has a gradient at 0.
+# as in the official code (docs/method.md §3): the miner never sees 0, the loss has a gradient at 0.
 MINER_EPS = 1e-4
 LOSS_EPS = 1e-8
 # A finite "minus infinity" for logits that must never win a top-k (a real -inf turns into NaN
@@ -23,12 +24,6 @@ NEG_INF = -1e30
 def batch_arrays(labels, learners, valid):
     """The integer/bool per-slot arrays as jax arrays (callers may pass numpy)."""
     return jnp.asarray(labels), jnp.asarray(learners), jnp.asarray(valid, bool)
-
-
-def l2_normalize(x, axis=-1, eps=1e-12):
-    # rsqrt of a clamped sum of squares: all-zero rows (an inactive learner's mask) stay finite.
-    sum_sq = jnp.sum(x * x, axis=axis, keepdims=True)
-    return x * jax.lax.rsqrt(jnp.maximum(sum_sq, eps * eps))
 
 
 def pairwise_squared_distances(x):

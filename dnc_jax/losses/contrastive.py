@@ -1,6 +1,6 @@
 """Contrastive loss (Hadsell et al. 2006) over every pair inside a learner.
 
-Not in the official D&C code (METHOD.md §3 lists its losses); the formulation chosen here:
+Not in the official D&C code (docs/method.md §3 lists its losses); the formulation chosen here:
   positive pair: relu(d - pos_margin)^2   (pos_margin = 0 gives Hadsell's d^2)
   negative pair: relu(neg_margin - d)^2
 with d = sqrt(||a-b||^2 + 1e-8). Learner k's loss is the mean over its non-zero terms (ordered

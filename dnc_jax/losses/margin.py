@@ -1,10 +1,10 @@
-"""Margin loss (Wu et al. 2017) over mined triplets, per learner (METHOD.md §3.1).
+"""Margin loss (Wu et al. 2017) over mined triplets, per learner (docs/method.md §3.1).
 
 For a triplet t: pos_t = relu(d(a,p) - beta + alpha), neg_t = relu(beta - d(a,n) + alpha).
 Learner k's loss is (sum of its terms + nu * ||beta_sel||_1) / (its number of non-zero terms),
 0 when it has none (the official code adds the regulariser only when there is a non-zero term).
 beta is one of
-  'fixed'     a constant (both official runs: it never reaches the optimiser, METHOD.md §7.3);
+  'fixed'     a constant (both official runs: it never reaches the optimiser, docs/method.md §7.3);
   'global'    one learnable scalar shared by all learners (loss_params['beta'], shape []);
   'per_class' one learnable value per training class, indexed by the anchor's class
               (loss_params['beta'], shape [num_classes]; PAMI's `--lr-beta > 0`).

@@ -1,5 +1,5 @@
 """Triplet miners with fixed shapes: flat (anchor, positive, negative) index arrays plus a
-validity mask, never a variable-length list (METHOD.md §3.2, §3.3, §3.4, §8).
+validity mask, never a variable-length list (docs/method.md §3.2, §3.3, §3.4, §8).
 
 Every miner has the signature `miner(rng, distances, positives, negatives, n_dim) -> Triplets`
 where `distances` [B, B] are the miner distances (no gradient) and `positives`/`negatives` the
@@ -49,10 +49,10 @@ def _positives_in_index_order(positives, k):
     return order, jnp.sum(positives, axis=1)
 
 
-# -- distance-weighted sampling (METHOD.md §3.3) -------------------------------------------------
+# -- distance-weighted sampling (docs/method.md §3.3) ----------------------------------------------
 
 def distance_weighted_logits(distances, negatives, n_dim, cutoff, nonzero_loss_cutoff):
-    """Log sampling weights of each negative, proportional to 1/q(d) (METHOD.md §3.3).
+    """Log sampling weights of each negative, proportional to 1/q(d) (docs/method.md §3.3).
 
     q(d) ~ d^(n-2) (1 - d^2/4)^((n-3)/2) is the density of distances between uniform points on
     the unit (n-1)-sphere. Negatives farther than `nonzero_loss_cutoff` cannot produce a loss and
@@ -91,18 +91,18 @@ def distance_weighted(rng, distances, positives, negatives, n_dim, *, num_negati
     return _flat(pos_idx, neg_idx, (n_pos > 0)[:, None] & neg_ok)
 
 
-# -- EasyPeasy (METHOD.md §3.2) ------------------------------------------------------------------
+# -- EasyPeasy (docs/method.md §3.2) ---------------------------------------------------------------
 
 def easy_peasy(rng, distances, positives, negatives, n_dim, *, num_negatives, cutoff=0.5,
                strict=True):
     """The official CVPR miner: each anchor's `num_negatives` closest negatives at distance
     >= cutoff, paired elementwise with its positives in index order, truncated per anchor
-    (the PAMI behaviour; CVPR's global truncation can misalign anchors, METHOD.md §3.2).
+    (the PAMI behaviour; CVPR's global truncation can misalign anchors, docs/method.md §3.2).
 
     As in the official code, positives, self and anything closer than `cutoff` get +1e6 before
     the top-k, and the chosen negatives are listed in index order (they come from a 0/1 mask).
     When an anchor has fewer valid negatives than `num_negatives`, the official top-k still
-    returns penalised items (positives, too-close ones, self) as "negatives" (METHOD.md §7.6).
+    returns penalised items (positives, too-close ones, self) as "negatives" (docs/method.md §7.6).
     `strict=True` marks such picks invalid instead (the remaining triplets use the valid
     negatives, first in index order); `strict=False` keeps them, as the official code does.
     Items of other learners and padding slots are never picked in either mode.
@@ -126,7 +126,7 @@ def easy_peasy(rng, distances, positives, negatives, n_dim, *, num_negatives, cu
     return _flat(pos_idx, neg_idx, neg_ok & (slot < n_pos[:, None]))
 
 
-# -- semi-hard, batch-hard, all (METHOD.md §3.4) ------------------------------------------------
+# -- semi-hard, batch-hard, all (docs/method.md §3.4) ----------------------------------------------
 
 def semi_hard(rng, distances, positives, negatives, n_dim):
     """FaceNet semi-hard: for every positive pair (a, p) the closest negative strictly farther
@@ -187,7 +187,7 @@ def mined_triplet_distances(embeddings, labels, learners, valid, rng, n_dim, min
     """Mines triplets inside each learner and returns (Triplets, d_ap [T], d_an [T]).
 
     The miner ranks on `miner_distances` (clamped, no gradient); the returned distances are the
-    loss distances sqrt(||a-b||^2 + 1e-8), differentiable everywhere (METHOD.md §3).
+    loss distances sqrt(||a-b||^2 + 1e-8), differentiable everywhere (docs/method.md §3).
     """
     positives, negatives = pair_masks(labels, learners, valid)
     squared = pairwise_squared_distances(embeddings)

@@ -1,4 +1,4 @@
-"""N-pairs loss with a learnable scale, per learner (PAMI `NPairsLoss`, METHOD.md §3.4).
+"""N-pairs loss with a learnable scale, per learner (PAMI `NPairsLoss`, docs/method.md §3.4).
 
 Row i is a softmax over alpha <f_i, f_j> for the j != i of its learner, with soft targets spread
 uniformly over its positives; rows without a positive are dropped and learner k's loss is the

@@ -1,5 +1,5 @@
 """Proxy losses, per learner: proxy-anchor (Kim et al. 2020) and normalised softmax (Zhai & Wu
-2018). Not in the official D&C code (METHOD.md §3); learnable proxies [num_classes, d] live in
+2018). Not in the official D&C code (docs/method.md §3); learnable proxies [num_classes, d] live in
 loss_params['proxies'].
 
 Proxies live in the full embedding space. Learner k sees the proxy of class c as
@@ -16,8 +16,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from dnc_jax.losses.common import (batch_arrays, l2_normalize, learner_segments,
-                                   per_learner_sum, safe_mean, segment_log1p_sum_exp)
+from dnc_jax.losses.common import (batch_arrays, learner_segments, per_learner_sum, safe_mean,
+                                   segment_log1p_sum_exp)
+from dnc_jax.normalize import l2_normalize
 
 
 def init_proxies(rng, num_classes: int, dim: int):

@@ -1,4 +1,4 @@
-"""Triplet loss over mined triplets, per learner (METHOD.md §3.4).
+"""Triplet loss over mined triplets, per learner (docs/method.md §3.4).
 
 Per triplet: relu(d(a,p) - d(a,n) + margin), or softplus(d(a,p) - d(a,n)) when `soft`.
 Learner k's loss is the mean of its terms over

@@ -2,7 +2,7 @@
 
 Returns the raw head output (masking and normalisation belong to the learners, see
 `dnc_jax.divide.masks`) and the L2-normalised pooled features, which the official code
-clusters on (METHOD.md §1.1).
+clusters on (docs/method.md §1.1).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from dnc_jax.models import resnet
+from dnc_jax.normalize import l2_normalize
 
 
 class Embedder(nn.Module):
@@ -36,7 +37,7 @@ class Embedder(nn.Module):
         features = l2_normalize(pooled)
         pooled = nn.Dropout(self.dropout_rate, deterministic=not train)(pooled)
         # torch.nn.Linear's default init: uniform(+-1/sqrt(fan_in)) for weight and bias,
-        # the PAMI code's `pt_default` head initialisation (METHOD.md §2.1).
+        # the PAMI code's `pt_default` head initialisation (docs/method.md §2.1).
         bound = 1.0 / jnp.sqrt(pooled.shape[-1])
         embedding = nn.Dense(
             self.embedding_dim,
@@ -55,11 +56,14 @@ def _uniform(bound):
     return init
 
 
-def l2_normalize(x, axis=-1, eps=1e-12):
-    # rsqrt of a clamped sum of squares: jnp.linalg.norm has a NaN gradient at 0, and
-    # all-zero rows are routine here (the blocks of inactive learners).
-    sum_sq = jnp.sum(x * x, axis=axis, keepdims=True)
-    return x * jax.lax.rsqrt(jnp.maximum(sum_sq, eps * eps))
+def compute_dtype(name: str):
+    """The `dtype` config key as a jnp type: 'auto' is bfloat16 on accelerators, float32 on
+    the CPU (where bfloat16 is emulated and slower)."""
+    if name == "auto":
+        return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {name!r}")
+    return jnp.dtype(name).type
 
 
 def make_embedder(model_config, dtype=jnp.float32) -> Embedder:

@@ -1,4 +1,4 @@
-"""Initialisations of the embedding head, as each paper's code does it (METHOD.md §2.1).
+"""Initialisations of the embedding head, as each paper's code does it (docs/method.md §2.1).
 
 - `pt_default` (PAMI): torch.nn.Linear's default, uniform(+-1/sqrt(fan_in)) for weight and bias.
 - `cvpr`: each learner's block of ceil(d/K) output units gets its own xavier_normal_ draw

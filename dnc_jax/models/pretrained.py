@@ -6,10 +6,10 @@ Hugging Face hub id (fetched with `huggingface_hub`, through its cache, so an of
 with a cached copy works). Every tensor must land on a parameter of the same shape: unknown,
 missing or mis-shaped keys are errors that list the keys.
 
-torchvision layout -> ours: `layer{s}.{b}.conv1.weight` [O, I, kh, kw] -> `layer{s}_{b}/conv1/kernel`
-[kh, kw, I, O]; BatchNorm `weight`/`bias` -> params `scale`/`bias`, `running_mean`/`running_var`
--> batch_stats `mean`/`var`; `downsample.0` / `downsample.1` -> `downsample/conv` / `downsample/bn`.
-The classifier `fc.*` and `num_batches_tracked` are not used.
+torchvision layout -> ours: `layer{s}.{b}.conv1.weight` [O, I, kh, kw] ->
+`layer{s}_{b}/conv1/kernel` [kh, kw, I, O]; BatchNorm `weight`/`bias` -> params `scale`/`bias`,
+`running_mean`/`running_var` -> batch_stats `mean`/`var`; `downsample.0` / `downsample.1` ->
+`downsample/conv` / `downsample/bn`. The classifier `fc.*` and `num_batches_tracked` are not used.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import os
 import flax.traverse_util
 import numpy as np
 
-from dnc_jax.data.errors import DataError
+from dnc_jax.errors import DataError
 
 # torchvision's ImageNet-1k V1 ResNet-50 weights (what the papers fine-tune), published in
 # safetensors form with torchvision's key names.
@@ -94,7 +94,8 @@ def _torch_load(path: str) -> dict[str, np.ndarray]:
 
 
 def torch_key(flax_path: tuple[str, ...], collection: str) -> str:
-    """('layer1_0', 'downsample', 'bn', 'mean') in batch_stats -> 'layer1.0.downsample.1.running_mean'."""
+    """('layer1_0', 'downsample', 'bn', 'mean') in batch_stats ->
+    'layer1.0.downsample.1.running_mean'."""
     *modules, leaf = flax_path
     parts = []
     for m in modules:

@@ -19,48 +19,43 @@ _BN_EPSILON = 1e-5
 _BN_MOMENTUM = 0.9
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convolutions (ResNet-18/34)."""
-
+class _Block(nn.Module):
     filters: int
     strides: int
     norm: Any
     conv: Any
 
+    def _add_shortcut(self, x, y):
+        """relu(shortcut + y): the identity, or torchvision's `downsample` 1x1 conv + BN when
+        the block changes the shape."""
+        if x.shape != y.shape:
+            x = _Downsample(y.shape[-1], self.strides, self.norm, self.conv,
+                            name="downsample")(x)
+        return nn.relu(x + y)
+
+
+class BasicBlock(_Block):
+    """Two 3x3 convolutions (ResNet-18/34)."""
+
     @nn.compact
     def __call__(self, x):
-        residual = x
         y = self.conv(self.filters, (3, 3), (self.strides, self.strides), name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
         y = self.conv(self.filters, (3, 3), name="conv2")(y)
-        y = self.norm(name="bn2")(y)
-        if residual.shape != y.shape:
-            residual = _Downsample(self.filters, self.strides, self.norm, self.conv,
-                                   name="downsample")(residual)
-        return nn.relu(residual + y)
+        return self._add_shortcut(x, self.norm(name="bn2")(y))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     """1x1 -> 3x3 (strided, torchvision v1.5) -> 1x1 x4 (ResNet-50/101)."""
-
-    filters: int
-    strides: int
-    norm: Any
-    conv: Any
 
     @nn.compact
     def __call__(self, x):
-        residual = x
         y = self.conv(self.filters, (1, 1), name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
         y = self.conv(self.filters, (3, 3), (self.strides, self.strides), name="conv2")(y)
         y = nn.relu(self.norm(name="bn2")(y))
         y = self.conv(self.filters * 4, (1, 1), name="conv3")(y)
-        y = self.norm(name="bn3")(y)
-        if residual.shape != y.shape:
-            residual = _Downsample(self.filters * 4, self.strides, self.norm, self.conv,
-                                   name="downsample")(residual)
-        return nn.relu(residual + y)
+        return self._add_shortcut(x, self.norm(name="bn3")(y))
 
 
 class _Downsample(nn.Module):

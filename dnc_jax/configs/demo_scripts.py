@@ -9,7 +9,7 @@ here against 59% on 'letters', and a trained one's 94% against 92%, grouping cla
 rather than by block (super-class purity 54%); the premise of dividing holds on both sets once
 the features are trained, which the demo's 2-epoch K=1 warm-up provides.
 """
-from configs import demo
+from dnc_jax.configs import demo
 
 
 def get_config():

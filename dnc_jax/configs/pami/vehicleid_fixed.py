@@ -4,7 +4,7 @@ Targets R@1 / NMI 94.01 / 90.78: configs/pami/vehicleid_learned.py (whose docstr
 is sourced and what is a GUESS) with the 0/1 masks of the code's --fixed-mask option: each split
 cuts the parent's block of ones into its two contiguous halves, mask lr and wd 0.
 """
-from configs.pami import vehicleid_learned
+from dnc_jax.configs.pami import vehicleid_learned
 
 
 def get_config():

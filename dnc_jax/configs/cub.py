@@ -5,7 +5,7 @@ Set --config.data.root to the CUB_200_2011 folder (the one holding images/).
 This project's recipe, not an official command: neither official repository gives one for CUB
 (the CVPR repository has no CUB loader; the PAMI README says "check the paper"). What is kept
 from the CVPR runs: d=128 (the paper's table is 128-d), batches of 20 classes x 4 images, Adam
-1e-5 with coupled wd 1e-4, margin loss, recluster every 2; from configs/default.py, as in
+1e-5 with coupled wd 1e-4, margin loss, recluster every 2; from dnc_jax/defaults.py, as in
 configs/sop.py: distance-weighted sampling (the author's first advice in the CVPR repository's
 issue #6), every usable image once an epoch, bfloat16 compute on accelerators.
 OUR CHOICES, following the author's issue #6 advice where it gives one:
@@ -18,7 +18,7 @@ OUR CHOICES, following the author's issue #6 advice where it gives one:
   * d=128, not the "maybe 256" of the advice, to compare with the published 128-d numbers.
 The PAMI README's CUB rows are targeted by configs/pami/cub_learned.py and cub_fixed.py.
 """
-from configs import default
+from dnc_jax.configs import default
 
 
 def get_config():

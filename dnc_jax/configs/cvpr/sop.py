@@ -15,12 +15,12 @@ initialised with xavier_normal, one k-means run per reclustering, clustering the
 before epoch 0 (no warm-up), len(cluster) // 80 class-uniform batches per learner an epoch,
 learners taking turns batch by batch, no learning-rate schedule, float32 (the paper's).
 
-Every recipe key is set here, not inherited from configs/default.py, so that a change of the
+Every recipe key is set here, not inherited from dnc_jax/defaults.py, so that a change of the
 project's defaults cannot change this run. The README expects R@1 of about 76.40 on SOP.
 Set --config.data.root to the folder holding Ebay_train.txt and Ebay_test.txt.
 tests/test_paper_configs.py checks this file against the command.
 """
-from configs import default
+from dnc_jax.configs import default
 
 
 def get_config():

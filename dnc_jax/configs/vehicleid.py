@@ -1,4 +1,4 @@
-"""PKU VehicleID with this project's recipe (configs/default.py's values).
+"""PKU VehicleID with this project's recipe (dnc_jax/defaults.py's values).
 
 This project's recipe: the CVPR schedule (K=8, d=128, 200 epochs, batches of 20 classes x 4,
 Adam 1e-5 / wd 1e-4, recluster every 2 epochs, full embedding from epoch 80, whole-data finetune
@@ -10,7 +10,7 @@ Set --config.data.root to the VehicleID_V1.0 folder (image/ and train_test_split
 evaluates the 2,400-id list leave-one-out, as the CVPR code; the 800 and 1,600-id lists are
 loaded too, for the final small/medium/large report.
 """
-from configs import default
+from dnc_jax.configs import default
 
 
 def get_config():

@@ -1,13 +1,18 @@
-"""Every key of a dnc_jax run, with its default. Dataset configs import this and override.
+"""Every key of a dnc_jax run with its default, and what an older saved config is completed with.
 
-Defaults follow the CVPR 2019 code's SOP run (METHOD.md §2.4): ResNet-50, 128-d, K=8 learners on
-contiguous slices, recluster every 2 epochs, full embedding from epoch 80, whole-data finetune
-from epoch 190, 200 epochs, learners taking turns (round robin) on batches of 20 classes x 4
-images, Adam 1e-5 with coupled wd 1e-4, margin loss alpha=0.2, beta=1.2 with distance-weighted
-sampling. Round robin is the default because it trained better than the faster 'joint' step at
-equal images seen (bench/accuracy.py, BENCHMARKS.md); 'joint' with the 'linear' learning-rate
-rule is the fast variant.
+Dataset configs start from `get_config()` (through `configs/default.py`) and override it.
+
+Defaults follow the CVPR 2019 code's SOP run (docs/method.md §2.4): ResNet-50, 128-d, K=8 learners
+on contiguous slices, recluster every 2 epochs, full embedding from epoch 80, whole-data finetune
+from epoch 190, 200 epochs, learners taking turns (round robin) on batches of 20 classes x 4 images,
+Adam 1e-5 with coupled wd 1e-4, margin loss alpha=0.2, beta=1.2 with distance-weighted sampling.
+Round robin is the default because it trained better than the faster 'joint' step at equal images
+seen (bench/accuracy.py, BENCHMARKS.md); 'joint' with the 'linear' learning-rate rule is the fast
+variant.
 """
+import copy
+import functools
+
 import ml_collections
 
 
@@ -182,3 +187,75 @@ def get_config():
     config.checkpoint.every_steps = 0      # also save every this many steps inside an epoch
                                            # (0: only at epoch ends and on SIGTERM/SIGINT)
     return config
+
+
+# Keys added after runs were saved without them, with the value that does what the code did
+# before the key existed: a run saved without such a key resumes, evaluates and embeds as it was
+# trained (`complete`), and counts as unchanged on resume when the key holds that value
+# (`run_guard.changed_keys`). These are the fallbacks the code's own `.get(key, value)` reads
+# gave such a run; a key whose older value is its default is listed too, so that resuming an
+# older run with the default is no change.
+ADDED_KEYS = {
+    "data.epoch_length": "exact",
+    "data.sampler": "exact",
+    "data.glyphs.classes": "letters",
+    "data.view_workers": -1,
+    "data.skip_bad_images": False,
+    "data.tfds_name": "",
+    "loss.distance_weighted_dim": "view",
+    "optim.joint_lr_rule": "none",
+    "optim.lr_decay_every": 0,
+    "optim.lr_decay_factor": 1.0,
+    "divide.schedule": "cvpr",
+    "divide.warmup_epochs": 0,
+    "divide.freeze_epochs": 0,
+    "checkpoint.every_steps": 0,
+    "checkpoint.keep_best_on_test": False,
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict:
+    """`get_config()` as a plain dict, built once: `filled` runs per epoch. Only read, never
+    handed out (`_fill` copies what it takes)."""
+    return get_config().to_dict()
+
+
+def _fill(values: dict, default: dict, prefix: str) -> dict:
+    """`values` with every key of `default` it lacks; `prefix` dots the names ADDED_KEYS uses.
+    An absent section is filled key by key, so its added keys get their older values too."""
+    out = dict(values)
+    for key, value in default.items():
+        name = prefix + key
+        if isinstance(value, dict):
+            present = out.get(key, {})
+            if isinstance(present, dict):
+                out[key] = _fill(present, value, name + ".")
+        elif key not in out:
+            out[key] = copy.deepcopy(ADDED_KEYS.get(name, value))
+    return out
+
+
+def _as_dict(config) -> dict:
+    """A plain, unshared dict of a ConfigDict, FrozenConfigDict or dict (nested ones too)."""
+    if not isinstance(config, ml_collections.ConfigDict | ml_collections.FrozenConfigDict):
+        config = ml_collections.ConfigDict(dict(config))
+    return copy.deepcopy(config.to_dict())
+
+
+def complete(config) -> ml_collections.ConfigDict:
+    """A new, unlocked copy of a whole run config with every absent key filled: with its
+    ADDED_KEYS value where listed (an older saved run keeps its behaviour), else with the
+    default. Present keys are kept as they are (lists read back from JSON too), unknown ones
+    too."""
+    return ml_collections.ConfigDict(_fill(_as_dict(config), _defaults(), ""))
+
+
+def filled(section, name: str) -> ml_collections.ConfigDict:
+    """`complete` for one section, `name` its dotted place in a run config
+    (`filled(loss_config, "loss")`): functions that take a section accept a partial one, as
+    tests and library users build them."""
+    default = _defaults()
+    for part in name.split("."):
+        default = default[part]
+    return ml_collections.ConfigDict(_fill(_as_dict(section), default, name + "."))

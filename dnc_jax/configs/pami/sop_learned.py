@@ -20,13 +20,13 @@ embedding from epoch 80, 180 epochs, batches of 40 classes x 2 images, Adam with
 the embedding width, even for a masked view), len(cluster) // 80 class-uniform batches per
 learner an epoch, float32. --lr-gamma has no effect: the code never creates a scheduler.
 
-Every recipe key is set here, not inherited from configs/default.py. The README reports R@1
+Every recipe key is set here, not inherited from dnc_jax/defaults.py. The README reports R@1
 79.80 / NMI 89.68 for this ("learn") row; configs/pami/sop_fixed.py is the "fixed" row.
 Evaluation uses the normalised, unmasked embedding. Set --config.data.root to the folder holding
 Ebay_train.txt and Ebay_test.txt. tests/test_paper_configs.py checks this file against the
 command.
 """
-from configs import default
+from dnc_jax.configs import default
 
 
 def get_config():

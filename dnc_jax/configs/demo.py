@@ -4,7 +4,7 @@ Classes are characters, instances are font faces (with a small affine jitter); t
 are characters never seen in training. A tiny ResNet trained from scratch, K=4 learners taking
 turns, after a 2-epoch K=1 warm-up.
 """
-from configs import default
+from dnc_jax.configs import default
 
 
 def get_config():

@@ -1,13 +1,13 @@
-"""CARS196, fixed masks: the PAMI README's Cars196 "fixed" row.
+"""CUB-200-2011, fixed masks: the PAMI README's CUB200 "fixed" row.
 
-Targets R@1 / NMI 87.22 / 70.57: configs/pami/cars_learned.py (whose docstring lists what is
+Targets R@1 / NMI 67.39 / 68.60: configs/pami/cub_learned.py (whose docstring lists what is
 sourced and what is a GUESS) with the 0/1 masks of the code's --fixed-mask option: each split
 cuts the parent's block of ones into its two contiguous halves, mask lr and wd 0.
 """
-from configs.pami import cars_learned
+from dnc_jax.configs.pami import cub_learned
 
 
 def get_config():
-    config = cars_learned.get_config()
+    config = cub_learned.get_config()
     config.divide.masks = "fixed"               # --fixed-mask=1: the README's "fixed" rows
     return config

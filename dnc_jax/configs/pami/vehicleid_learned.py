@@ -9,7 +9,7 @@ besides the SOP command's values of unpublished.GUESSED_FROM_SOP:
     a cluster (SOP: about 354).
 Set --config.data.root to the VehicleID_V1.0 folder (image/ and train_test_split/).
 """
-from configs.pami import _unpublished as unpublished
+from dnc_jax.configs.pami import _unpublished as unpublished
 
 
 def get_config():

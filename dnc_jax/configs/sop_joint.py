@@ -8,7 +8,7 @@ network's learning rate by the epoch's active K to make up for the fewer Adam st
 worse than round robin at K >= 4 in this project's accuracy grid (README.md, "Accuracy"; it is
 not the papers' schedule): use it for speed, configs/sop.py or configs/cvpr/sop.py for accuracy.
 """
-from configs import sop
+from dnc_jax.configs import sop
 
 
 def get_config():

@@ -10,7 +10,7 @@ besides the SOP command's values of unpublished.GUESSED_FROM_SOP:
     K); 4 as configs/cars.py and the CUB guess.
 Set --config.data.root to the folder holding cars_annos.mat and car_ims/.
 """
-from configs.pami import _unpublished as unpublished
+from dnc_jax.configs.pami import _unpublished as unpublished
 
 
 def get_config():

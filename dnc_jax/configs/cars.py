@@ -12,7 +12,7 @@ commented on): K=4, finetune from epoch 60, full embedding from 25 (= 60 * 8/19)
 learning-rate decay unless --config.optim.lr_decay_every=30 (the advice's decay). The PAMI
 README's Cars rows are targeted by configs/pami/cars_learned.py and cars_fixed.py.
 """
-from configs import cub
+from dnc_jax.configs import cub
 
 
 def get_config():

@@ -9,7 +9,7 @@ besides the SOP command's values of unpublished.GUESSED_FROM_SOP:
     classes a cluster (SOP: about 354).
 Set --config.data.root to the folder holding Eval/list_eval_partition.txt and img/.
 """
-from configs.pami import _unpublished as unpublished
+from dnc_jax.configs.pami import _unpublished as unpublished
 
 
 def get_config():

@@ -1,4 +1,4 @@
-"""In-shop Clothes Retrieval with this project's recipe (configs/default.py's values).
+"""In-shop Clothes Retrieval with this project's recipe (dnc_jax/defaults.py's values).
 
 This project's recipe: the CVPR schedule (K=8, d=128, 200 epochs, batches of 20 classes x 4,
 Adam 1e-5 / wd 1e-4, recluster every 2 epochs, full embedding from epoch 80, whole-data finetune
@@ -8,7 +8,7 @@ on accelerators. The official recipe, the CVPR README command, is configs/cvpr/i
 Set --config.data.root to the folder holding Eval/list_eval_partition.txt and img/. Evaluation
 retrieves the query images (14,218) from the gallery (12,612), 3,985 identities.
 """
-from configs import default
+from dnc_jax.configs import default
 
 
 def get_config():

@@ -16,7 +16,7 @@ GUESS: the keys of GUESSED_FROM_SOP keep the SOP command's values (the README ca
 run with default parameters), and each data set's file guesses its K (`divide.num_learners`),
 with its reason on that line.
 """
-from configs.pami import sop_learned
+from dnc_jax.configs.pami import sop_learned
 
 # The SOP command's settings the other data sets reuse, unknown for them: every one a GUESS.
 GUESSED_FROM_SOP = (

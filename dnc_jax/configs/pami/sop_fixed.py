@@ -5,7 +5,7 @@ masks of the code's --fixed-mask option, our reading of the README's "fixed" var
 cuts the parent's block of ones into its two contiguous halves, mask lr and wd 0; at K=32 each
 learner owns 16 dimensions).
 """
-from configs.pami import sop_learned
+from dnc_jax.configs.pami import sop_learned
 
 
 def get_config():

@@ -1,4 +1,4 @@
-"""Stanford Online Products with this project's recipe (configs/default.py's values).
+"""Stanford Online Products with this project's recipe (dnc_jax/defaults.py's values).
 
 This project's recipe: the CVPR schedule (K=8 slices of a 128-d embedding, recluster every 2
 epochs, whole embedding from epoch 80, whole-data finetune from 190, 200 epochs, learners taking
@@ -11,7 +11,7 @@ one. README.md, "Published results and the configs that target them", lists the 
 
 Set --config.data.root to the folder holding Ebay_train.txt and Ebay_test.txt.
 """
-from configs import default
+from dnc_jax.configs import default
 
 
 def get_config():

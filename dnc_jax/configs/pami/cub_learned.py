@@ -10,7 +10,7 @@ besides the SOP command's values of unpublished.GUESSED_FROM_SOP:
     K); 4 as configs/cub.py and the one CUB run reported on the CVPR code (its issue #6).
 Set --config.data.root to the CUB_200_2011 folder (the one holding images/).
 """
-from configs.pami import _unpublished as unpublished
+from dnc_jax.configs.pami import _unpublished as unpublished
 
 
 def get_config():
