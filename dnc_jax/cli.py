@@ -10,7 +10,6 @@ user's mistake told in one line (exit 2) instead of a traceback.
 from __future__ import annotations
 
 import difflib
-import re
 import sys
 from collections.abc import Callable
 
@@ -45,14 +44,25 @@ def run(main: Callable[[], None]) -> None:
 
 
 def parse_flags(argv):
-    """absl's flag parsing, with a bad flag or config override told in one line (exit 2)
-    instead of absl's usage dump or ml_collections' traceback."""
+    """absl's flag parsing, with a bad flag, config file or config override told in one line
+    (exit 2) instead of absl's usage dump or a traceback from inside ml_collections."""
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        _fail(str(e).splitlines()[0])
+        _fail(str(e).strip().splitlines()[0])
     except (AttributeError, KeyError) as e:  # ml_collections: an override of an unknown key
         _fail(unknown_config_key(argv, e))
+    except Exception as e:  # noqa: BLE001 - a config file is the user's Python: anything
+        _fail(f"cannot load the --config file: {_first_line(e)}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    where = ""
+    if isinstance(error, SyntaxError) and error.filename:
+        where = f" ({error.filename}, line {error.lineno})"
+        text = [error.msg]
+    return f"{type(error).__name__}: {text[-1] if text else ''}{where}"
 
 
 def unknown_config_key(argv, error) -> str:
@@ -66,8 +76,7 @@ def unknown_config_key(argv, error) -> str:
     bad = next((key for key in overrides if key not in known
                 and not any(k.startswith(key + ".") for k in known)), None)
     if bad is None:
-        text = re.sub(r"\s+", " ", str(error)).strip(" '\"")
-        return f"bad config override: {text}"
+        return f"cannot load the --config file: {_first_line(error)}"
     near = difflib.get_close_matches(bad, known, n=1)
     hint = f"; did you mean --config.{near[0]}?" if near else ""
     return f"--config.{bad}: the config has no key {bad!r}{hint}"

@@ -8,6 +8,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from dnc_jax import cli
+from dnc_jax.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
                                           lock_config=True)
@@ -38,7 +39,25 @@ def default_workdir(config_path: str) -> str:
     return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+def loaded_config():
+    """The --config file's config, or a ConfigError in one line (ml_collections defers a file
+    that does not load to the first use of the config, with a traceback)."""
+    path = flags.FLAGS["config"].config_filename.split(":")[0]
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config={path}: no such config file (a path such as "
+                          f"configs/sop.py; `dnc-jax train` also takes a shipped name: sop)")
+    try:
+        config = _CONFIG.value
+        config.keys()  # loads it
+    except Exception as e:  # the user's Python: any error, told in its first line
+        cause = e.__cause__ or e
+        reason = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1]}"
+        raise ConfigError(f"--config={path}: cannot load it ({reason})") from None
+    return config
+
+
 def main():
+    config = loaded_config()
     # Imported here so `--help` and config errors do not pay for initialising JAX.
     from dnc_jax import parallel
 
@@ -48,7 +67,7 @@ def main():
         print(f"dnc_jax: workdir {workdir}", flush=True)
     from dnc_jax import train
 
-    train.train_and_evaluate(_CONFIG.value, workdir, _ALLOW_CONFIG_CHANGE.value)
+    train.train_and_evaluate(config, workdir, _ALLOW_CONFIG_CHANGE.value)
 
 
 if __name__ == "__main__":

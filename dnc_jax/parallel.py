@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
+from dnc_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -33,7 +35,7 @@ def replicated(mesh) -> NamedSharding:
 def check_global_batch(batch_size: int, mesh, key: str = "data.batch_size") -> None:
     devices = mesh.devices.size
     if batch_size % devices:
-        raise ValueError(f"{key}={batch_size} must be divisible by the {devices} devices")
+        raise ConfigError(f"{key}={batch_size} must be divisible by the {devices} devices")
 
 
 def put_batch(tree, mesh):

@@ -40,7 +40,7 @@ from dnc_jax.divide import schedule
 from dnc_jax.errors import NonFiniteLoss
 from dnc_jax.evaluation.evaluator import HEADLINE, Evaluator
 from dnc_jax.losses import PROXY_LOSSES, init_loss_params, loss_learning_rates, make_loss
-from dnc_jax.models.embedder import compute_dtype, make_embedder
+from dnc_jax.models.embedder import check_model_config, compute_dtype, make_embedder
 from dnc_jax.models.variables import initial_variables
 
 
@@ -209,8 +209,12 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) 
         config.divide.learner_schedule, min_classes=min_classes)
     sampler_lib.check_epoch_length(config.data.epoch_length)
     sampler_lib.check_sampler(config.data.sampler)
-    schedule.phase(config.divide, 0)  # the phase plan's keys (warm-up, K for 'pami')
+    # The keys the run needs, before the data set is read: each check raises a ConfigError.
+    masks_lib.phase_arrays(config, schedule.phase(config.divide, 0))  # plan and masks
     optim.joint_lr_scale(config, 1)
+    check_model_config(config.model)
+    compute_dtype(config.dtype)
+    make_loss(config.loss, config.divide.num_learners, config.data.samples_per_class)
 
     # Data first: a missing data set must fail before anything is written.
     datasets = sources.load_dataset(config.data)

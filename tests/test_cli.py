@@ -45,6 +45,24 @@ def test_a_mistyped_config_key_is_one_line_with_the_nearest_key(tmp_path):
     assert not workdir.exists()
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["--config=nope.py"], "--config=nope.py: no such config file"),
+    (["--config={bad}"], "cannot load the --config file: SyntaxError: invalid syntax"),
+    (["--config=configs/demo.py", "--config.loss.name=foo"], "loss.name='foo' is not one of"),
+    (["--config=configs/demo.py", "--config.model.name=resnet9"], "model.name must be one of"),
+    (["--config=configs/demo.py", "--config.divide.num_learners=0"],
+     "divide.num_learners=0 must be at least 1"),
+    (["--config=configs/demo.py", "--config.dtype=fp16"], "dtype must be 'auto'"),
+])
+def test_each_bad_config_is_one_line_before_anything_is_written(tmp_path, args, expected):
+    bad = tmp_path / "bad_config.py"
+    bad.write_text("def get_config(:\n")
+    workdir = tmp_path / "run"
+    line = _one_line(_main(*[a.format(bad=bad) for a in args], f"--workdir={workdir}"))
+    assert line.startswith("dnc_jax: ") and expected in line, line
+    assert not workdir.exists()
+
+
 def test_a_data_set_too_small_for_k_says_the_largest_k_that_works(tmp_path):
     """Two training classes (four glyph classes, half of them train) and K=4."""
     config = tiny_config()

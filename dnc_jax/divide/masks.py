@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnc_jax.normalize import l2_normalize
+from dnc_jax.errors import ConfigError
 
 
 def contiguous_slices(num_learners: int, max_learners: int, dim: int) -> np.ndarray:
@@ -72,7 +73,7 @@ def init_learned_masks(key, max_learners: int, dim: int, init: str = "ones"):
         return jnp.ones((max_learners, dim), jnp.float32)
     if init == "normal":
         return 0.9 + 0.7 * jax.random.normal(key, (max_learners, dim), jnp.float32)
-    raise ValueError(f"divide.mask_init must be 'ones' or 'normal', got {init!r}")
+    raise ConfigError(f"divide.mask_init must be 'ones' or 'normal', got {init!r}")
 
 
 def grow(masks, num_learners: int):
@@ -116,7 +117,8 @@ def phase_arrays(config, phase) -> dict:
         slices = single_block(k_max, dim)
         fixed = contiguous_slices(phase.num_learners, k_max, dim)
     else:
-        raise ValueError(f"divide.masks must be 'slices', 'fixed' or 'learned', got {c.masks!r}")
+        raise ConfigError(f"divide.masks must be 'slices', 'fixed' or 'learned', got "
+                          f"{c.masks!r}")
     conquer = phase.full_embedding
     learned = c.masks == "learned" and not conquer
     return {

@@ -40,12 +40,15 @@ def phase(divide_config, epoch: int) -> Phase:
     """The phase of `epoch` under the `divide` section (a partial one is completed from
     `dnc_jax.defaults`)."""
     c = defaults.filled(divide_config, "divide")
+    if c.num_learners < 1:
+        raise ConfigError(f"divide.num_learners={c.num_learners} must be at least 1 (1: the "
+                          f"plain baseline)")
     plan = c.schedule
     if plan == "cvpr":
         return _cvpr_phase(c, epoch)
     if plan == "pami":
         return _pami_phase(c, epoch)
-    raise ValueError(f"divide.schedule must be 'cvpr' or 'pami', got {plan!r}")
+    raise ConfigError(f"divide.schedule must be 'cvpr' or 'pami', got {plan!r}")
 
 
 def _cvpr_phase(c, epoch):
@@ -71,11 +74,11 @@ def _pami_phase(c, epoch):
                          "trains one learner for its first divide.recluster_every epochs")
     every = c.recluster_every
     if every <= 0:
-        raise ValueError("divide.schedule='pami' needs divide.recluster_every > 0")
+        raise ConfigError("divide.schedule='pami' needs divide.recluster_every > 0")
     final = c.num_learners
     if final & (final - 1):
-        raise ValueError(f"divide.num_learners={final} must be a power of two for the 'pami' "
-                         f"schedule (K doubles from 1)")
+        raise ConfigError(f"divide.num_learners={final} must be a power of two for the 'pami' "
+                          f"schedule (K doubles from 1)")
     num_learners = min(final, 2 ** (epoch // every))
     recluster = epoch % every == 0
     split = recluster and epoch > 0 and num_learners > min(final, 2 ** (epoch // every - 1))

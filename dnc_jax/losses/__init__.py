@@ -31,6 +31,7 @@ from dnc_jax.losses.multi_similarity import multi_similarity_loss
 from dnc_jax.losses.npairs import init_npairs_params, npairs_loss
 from dnc_jax.losses.proxy import init_proxies, normalized_softmax_loss, proxy_anchor_loss
 from dnc_jax.losses.triplet import resolve_average, triplet_loss
+from dnc_jax.errors import ConfigError
 
 LOSSES = ("margin", "triplet", "contrastive", "multi_similarity", "proxy_anchor",
           "normalized_softmax", "npairs")
@@ -71,8 +72,8 @@ def make_loss(loss_config, num_learners_max: int, samples_per_class: int):
     loss_fn = _make_loss(c, num_learners_max, samples_per_class)
     dim = c.distance_weighted_dim
     if dim not in ("view", "embedding"):
-        raise ValueError(f"loss.distance_weighted_dim={dim!r} is not one of "
-                         "['view', 'embedding']")
+        raise ConfigError(f"loss.distance_weighted_dim={dim!r} is not one of "
+                          "['view', 'embedding']")
     return _width_of_embedding(loss_fn) if dim == "embedding" else loss_fn
 
 
@@ -82,8 +83,8 @@ def _make_loss(c, num_learners_max: int, samples_per_class: int):
     common = {"num_learners_max": num_learners_max}
     if name == "margin":
         if c.beta_mode not in ("fixed", "global", "per_class"):
-            raise ValueError(f"loss.beta_mode={c.beta_mode!r} is not one of "
-                             "['fixed', 'global', 'per_class']")
+            raise ConfigError(f"loss.beta_mode={c.beta_mode!r} is not one of "
+                              "['fixed', 'global', 'per_class']")
         return functools.partial(margin_loss, mine=make_miner(c, samples_per_class),
                                  margin=c.margin, beta=c.beta, beta_mode=c.beta_mode, nu=c.nu,
                                  **common)
@@ -104,7 +105,7 @@ def _make_loss(c, num_learners_max: int, samples_per_class: int):
         return functools.partial(normalized_softmax_loss, temperature=c.temperature, **common)
     if name == "npairs":
         return functools.partial(npairs_loss, **common)
-    raise ValueError(f"loss.name={name!r} is not one of {list(LOSSES)}")
+    raise ConfigError(f"loss.name={name!r} is not one of {list(LOSSES)}")
 
 
 def init_loss_params(loss_config, num_classes: int | None, dim: int, rng):
@@ -118,7 +119,7 @@ def init_loss_params(loss_config, num_classes: int | None, dim: int, rng):
     if name == "npairs":
         return init_npairs_params(c.npairs_alpha)
     if name not in LOSSES:
-        raise ValueError(f"loss.name={name!r} is not one of {list(LOSSES)}")
+        raise ConfigError(f"loss.name={name!r} is not one of {list(LOSSES)}")
     return {}
 
 

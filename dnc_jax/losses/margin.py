@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from dnc_jax.losses.common import batch_arrays, learner_segments, safe_mean
 from dnc_jax.losses.miners import mined_triplet_distances, triplet_aux
+from dnc_jax.errors import ConfigError
 
 BETA_MODES = ("fixed", "global", "per_class")
 
@@ -31,7 +32,7 @@ def init_margin_params(beta_mode: str, beta: float, num_classes: int | None):
         if not num_classes:
             raise ValueError("loss.beta_mode='per_class' needs the number of training classes")
         return {"beta": jnp.full((num_classes,), beta, jnp.float32)}
-    raise ValueError(f"loss.beta_mode={beta_mode!r} is not one of {list(BETA_MODES)}")
+    raise ConfigError(f"loss.beta_mode={beta_mode!r} is not one of {list(BETA_MODES)}")
 
 
 def _triplet_betas(loss_params, beta_mode, beta, anchor_labels, ok):

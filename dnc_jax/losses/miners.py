@@ -17,6 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from dnc_jax.errors import ConfigError
 from dnc_jax.losses.common import (NEG_INF, loss_distances, miner_distances, pair_masks,
                                     pairwise_squared_distances)
 
@@ -180,7 +181,7 @@ def make_miner(name: str, *, num_negatives: int, cutoff: float = 0.5,
         return batch_hard
     if name == "all":
         return all_triplets
-    raise ValueError(f"loss.miner={name!r} is not one of {list(MINERS)}")
+    raise ConfigError(f"loss.miner={name!r} is not one of {list(MINERS)}")
 
 
 def mined_triplet_distances(embeddings, labels, learners, valid, rng, n_dim, mine):

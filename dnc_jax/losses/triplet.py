@@ -17,13 +17,14 @@ import jax.numpy as jnp
 
 from dnc_jax.losses.common import batch_arrays, learner_segments, safe_mean
 from dnc_jax.losses.miners import mined_triplet_distances, triplet_aux
+from dnc_jax.errors import ConfigError
 
 AVERAGES = ("auto", "nonzero", "valid")
 
 
 def resolve_average(average: str, miner: str) -> str:
     if average not in AVERAGES:
-        raise ValueError(f"loss.triplet_average={average!r} is not one of {list(AVERAGES)}")
+        raise ConfigError(f"loss.triplet_average={average!r} is not one of {list(AVERAGES)}")
     if average == "auto":
         return "valid" if miner in ("semi_hard", "all") else "nonzero"
     return average

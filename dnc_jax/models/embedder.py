@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from dnc_jax.models import resnet
 from dnc_jax.normalize import l2_normalize
+from dnc_jax.errors import ConfigError
 
 
 class Embedder(nn.Module):
@@ -31,7 +32,7 @@ class Embedder(nn.Module):
         elif self.pooling == "max":
             pooled = jnp.max(fmap, axis=(1, 2))
         else:
-            raise ValueError(f"model.pooling must be 'avg' or 'max', got {self.pooling!r}")
+            raise ConfigError(f"model.pooling must be 'avg' or 'max', got {self.pooling!r}")
         # Embeddings, features and everything downstream (losses, k-means) in float32.
         pooled = pooled_raw = pooled.astype(jnp.float32)
         features = l2_normalize(pooled)
@@ -62,8 +63,20 @@ def compute_dtype(name: str):
     if name == "auto":
         return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
     if name not in ("float32", "bfloat16"):
-        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {name!r}")
+        raise ConfigError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {name!r}")
     return jnp.dtype(name).type
+
+
+def check_model_config(model_config) -> None:
+    """The `model` keys a run needs, checked before anything loads or is written (the network
+    itself only meets them when it is first applied)."""
+    resnet.make_resnet(model_config.name)
+    choices = {"stem": ("imagenet", "small"), "pooling": ("avg", "max"),
+               "head_init": ("cvpr", "pt_default")}
+    for key, allowed in choices.items():
+        if model_config[key] not in allowed:
+            raise ConfigError(f"model.{key} must be one of {list(allowed)}, got "
+                              f"{model_config[key]!r}")
 
 
 def make_embedder(model_config, dtype=jnp.float32) -> Embedder:

@@ -12,6 +12,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from dnc_jax.errors import ConfigError
+
 
 def init_head(rng, in_dim: int, dim: int, num_learners: int, method: str):
     """{'kernel': [in_dim, dim], 'bias': [dim]} float32 (flax layout: kernel is W^T)."""
@@ -30,5 +32,5 @@ def init_head(rng, in_dim: int, dim: int, num_learners: int, method: str):
                                                    (in_dim, width), jnp.float32))
         kernel = jnp.concatenate(columns, axis=1)
     else:
-        raise ValueError(f"model.head_init must be 'pt_default' or 'cvpr', got {method!r}")
+        raise ConfigError(f"model.head_init must be 'pt_default' or 'cvpr', got {method!r}")
     return {"kernel": kernel, "bias": bias}

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dnc_jax.errors import ConfigError
+
 # torchvision's BatchNorm defaults: eps 1e-5, momentum 0.1 (i.e. 0.9 in Flax's convention).
 _BN_EPSILON = 1e-5
 _BN_MOMENTUM = 0.9
@@ -105,7 +107,7 @@ class ResNet(nn.Module):
             x = conv(self.width, (3, 3), name="conv1")(x)
             x = nn.relu(norm(name="bn1")(x))
         else:
-            raise ValueError(f"model.stem must be 'imagenet' or 'small', got {self.stem!r}")
+            raise ConfigError(f"model.stem must be 'imagenet' or 'small', got {self.stem!r}")
         for stage, num_blocks in enumerate(self.stage_sizes):
             for index in range(num_blocks):
                 strides = 2 if stage > 0 and index == 0 else 1
@@ -140,7 +142,7 @@ _ARCHITECTURES = {
 
 def _architecture(name: str):
     if name not in _ARCHITECTURES:
-        raise ValueError(f"model.name must be one of {sorted(_ARCHITECTURES)}, got {name!r}")
+        raise ConfigError(f"model.name must be one of {sorted(_ARCHITECTURES)}, got {name!r}")
     return _ARCHITECTURES[name]
 
 
