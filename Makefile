@@ -16,8 +16,10 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt requirements-export.txt
-	$(PY) -m pip install --quiet -r requirements-test.txt -r requirements-export.txt
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt requirements-export.txt \
+                         requirements-index.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt -r requirements-export.txt \
+	    -r requirements-index.txt
 	$(PY) -m pip install --quiet --no-deps "jax2onnx>=0.17.1,<0.18"
 	touch $@
 

@@ -45,6 +45,8 @@ def _define_flags():
     flags.DEFINE_string("cache_dir", None, "Where the decoded images are cached (default: "
                         "WORKDIR/embed_cache).")
     flags.DEFINE_integer("workers", None, "Decoding processes (default: one per CPU core).")
+    flags.DEFINE_bool("usearch", False, "Also write X.usearch, an HNSW index of the rows "
+                      "(dnc_jax.vector_index; needs usearch).")
     flags.mark_flags_as_required(["workdir", "images", "out"])
 
 
@@ -106,8 +108,9 @@ def cache_files(files: list[str], cache_dir: str, workers=None, progress: bool =
 
 
 def embed_files(workdir: str, files: list[str], out: str, batch_size=None, cache_dir=None,
-                workers=None, progress: bool = True):
-    """Embeds `files` with the run in `workdir`, writes `out` and its paths file.
+                workers=None, progress: bool = True, usearch: bool = False):
+    """Embeds `files` with the run in `workdir`, writes `out` and its paths file (and, with
+    `usearch`, an HNSW index of the rows beside them: `vector_index`).
 
     Returns (embeddings float32 [N, d], the loaded TrainedModel).
     """
@@ -115,6 +118,10 @@ def embed_files(workdir: str, files: list[str], out: str, batch_size=None, cache
 
     from dnc_jax.restore import load_trained
 
+    if usearch:
+        from dnc_jax import vector_index
+
+        vector_index.require_usearch()
     trained = load_trained(workdir, batch_size)
     cache_dir = os.path.expanduser(cache_dir or os.path.join(workdir, "embed_cache"))
     images, sizes = cache_files(files, cache_dir, workers, progress)
@@ -129,6 +136,10 @@ def embed_files(workdir: str, files: list[str], out: str, batch_size=None, cache
         f.writelines(p + "\n" for p in files)
     os.replace(paths_file(partial), paths_file(out))
     os.replace(partial, out)
+    if usearch:
+        from dnc_jax import vector_index
+
+        vector_index.write_usearch(embeddings, vector_index.index_path(out))
     return embeddings, trained
 
 
@@ -136,11 +147,15 @@ def main():
     FLAGS = flags.FLAGS
     files = list_images(FLAGS.images)
     embeddings, trained = embed_files(FLAGS.workdir, files, FLAGS.out, FLAGS.batch_size,
-                                      FLAGS.cache_dir, FLAGS.workers)
+                                      FLAGS.cache_dir, FLAGS.workers, usearch=FLAGS.usearch)
     n, d = embeddings.shape
     out = FLAGS.out if FLAGS.out.endswith(".npy") else FLAGS.out + ".npy"
     print(f"embedded {n} images, d={d} (checkpoint step {trained.embed_fn.step}, epoch "
           f"{trained.embed_fn.epoch}) -> {out}, paths in {paths_file(out)}", flush=True)
+    if FLAGS.usearch:
+        from dnc_jax import vector_index
+
+        print(f"HNSW index (usearch, squared L2, keys = rows): {vector_index.index_path(out)}")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def index(run):
     out = str(run.root / "emb.npy")
     proc = subprocess.run(
         [sys.executable, "-m", "dnc_jax.embed", f"--workdir={run.workdir}",
-         f"--images={run.root / 'images'}", f"--out={out}", "--workers=1"],
+         f"--images={run.root / 'images'}", f"--out={out}", "--workers=1", "--usearch"],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 0, proc.stderr
     return types.SimpleNamespace(path=out, stdout=proc.stdout)
@@ -123,6 +123,24 @@ def test_search_finds_the_query_first_and_ranks_like_brute_force(run, index):
 
     with Image.open(sheet) as im:
         assert im.size == search.sheet_size(11)  # the query and its 10 hits
+
+
+def test_the_usearch_index_ranks_like_the_exact_scan(index):
+    """The optional HNSW file beside emb.npy: keys are rows; on a set this small its graph
+    search returns the exact neighbours."""
+    from usearch.index import Index
+
+    from dnc_jax import vector_index
+
+    embeddings = np.load(index.path)
+    hnsw = Index.restore(vector_index.index_path(index.path))
+    assert len(hnsw) == len(embeddings)
+    for row in (0, 5, len(embeddings) - 1):
+        matches = hnsw.search(embeddings[row], 5)
+        distances = np.sum((embeddings.astype(np.float64) - embeddings[row]) ** 2, axis=1)
+        assert int(matches.keys[0]) == row
+        np.testing.assert_allclose(np.sort(matches.distances), np.sort(distances)[:5],
+                                   atol=1e-4)
 
 
 def test_nearest_is_exact_with_ties_to_the_lower_row():
