@@ -3,7 +3,8 @@
 #   ../shared/device/wheels.sh            # here, once: wheels the GPU machine lacks, into .whl/
 #   then the device tool runs:  bash bench/device_check.sh   (carry: .whl)
 # Results go under $OUT (or ./device_out): parity with torchvision, train-step throughput in
-# bfloat16 and float32, reclustering and evaluation at SOP scale, the loop overhead, the input
+# bfloat16 and float32, our step against the official PyTorch step, reclustering and evaluation
+# at SOP scale, the loop overhead, the input
 # pipeline (with the official path beside ours), and a
 # short real training run of the demo config on the GPU.
 set -uo pipefail
@@ -23,6 +24,8 @@ run step_fp32 python3 bench/train_step.py --model=resnet50 --batch=640 --dtype=f
 run recluster python3 bench/recluster.py
 run evaluate python3 bench/evaluate.py
 run loop python3 bench/loop_overhead.py --epochs=2
+run torch_step python3 bench/torch_step.py --batch=80
+run torch_step_bf16 python3 bench/torch_step.py --batch=640 --dtype=bfloat16 --peak_tflops=989
 run input python3 bench/input_pipeline.py --workers=0,16
 run demo python3 -m dnc_jax.main --config=configs/demo.py --workdir="$OUT/demo" \
   --config.dtype=bfloat16 --config.num_epochs=6 --config.progress=False
