@@ -43,6 +43,16 @@ def run(main: Callable[[], None]) -> None:
     app.run(absl_main, flags_parser=parse_flags)
 
 
+def define_trained_run_flags(out_help: str, batch_help: str) -> None:
+    """--workdir, --out and --batch_size of a tool that uses a trained run (embed, export).
+    Call it when the tool runs as a program: two such modules may then be imported side by
+    side without their flags clashing."""
+    flags.DEFINE_string("workdir", None, "Training run folder (config.json, checkpoints/).")
+    flags.DEFINE_string("out", None, out_help)
+    flags.DEFINE_integer("batch_size", None, batch_help)
+    flags.mark_flags_as_required(["workdir", "out"])
+
+
 def parse_flags(argv):
     """absl's flag parsing, with a bad flag, config file or config override told in one line
     (exit 2) instead of absl's usage dump or a traceback from inside ml_collections."""

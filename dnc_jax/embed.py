@@ -35,19 +35,17 @@ CACHE_NAME = "embed"  # file-name prefix of this tool's decode-cache entries
 def _define_flags():
     # Defined only when run as a program, so that `search` (and tests) can import this module
     # next to another tool that also defines --workdir.
-    flags.DEFINE_string("workdir", None, "Training run folder (config.json, checkpoints/).")
+    cli.define_trained_run_flags(
+        out_help="Output .npy of the embeddings; the paths go beside it (X.paths.txt for X.npy).",
+        batch_help="Images per embedding step (default: the run's data.eval_batch_size).")
     flags.DEFINE_string("images", None, "A folder of images (searched recursively), a text file "
                         "with one image path per line, or a CSV with the path first.")
-    flags.DEFINE_string("out", None, "Output .npy of the embeddings; the paths go beside it "
-                        "(X.paths.txt for X.npy).")
-    flags.DEFINE_integer("batch_size", None, "Images per embedding step (default: the run's "
-                         "data.eval_batch_size).")
     flags.DEFINE_string("cache_dir", None, "Where the decoded images are cached (default: "
                         "WORKDIR/embed_cache).")
     flags.DEFINE_integer("workers", None, "Decoding processes (default: one per CPU core).")
     flags.DEFINE_bool("usearch", False, "Also write X.usearch, an HNSW index of the rows "
                       "(dnc_jax.vector_index; needs usearch).")
-    flags.mark_flags_as_required(["workdir", "images", "out"])
+    flags.mark_flag_as_required("images")
 
 
 def paths_file(index_path: str) -> str:

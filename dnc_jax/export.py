@@ -56,12 +56,10 @@ class ExporterMissing(ExportError):
 def _define_flags():
     # Defined only when run as a program, like embed.py: importing this module next to another
     # tool that also defines --workdir must not clash.
-    flags.DEFINE_string("workdir", None, "Training run folder (config.json, checkpoints/).")
-    flags.DEFINE_string("out", None, "Output .onnx file; its description goes beside it "
-                        "(X.onnx.json).")
-    flags.DEFINE_integer("batch_size", None, "A fixed batch size for the model's input "
-                         "(default: a dynamic batch dimension N).")
-    flags.mark_flags_as_required(["workdir", "out"])
+    cli.define_trained_run_flags(
+        out_help="Output .onnx file; its description goes beside it (X.onnx.json).",
+        batch_help="A fixed batch size for the model's input (default: a dynamic batch "
+                   "dimension N).")
 
 
 def description_path(out_path: str) -> str:

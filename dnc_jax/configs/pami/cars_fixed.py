@@ -1,13 +1,5 @@
-"""CARS196, fixed masks: the PAMI README's Cars196 "fixed" row.
+"""CARS196, fixed masks: the PAMI README's Cars196 "fixed" row (R@1 / NMI 87.22 / 70.57),
+`cars_learned` with the code's --fixed-mask=1 (`configs/pami/__init__.py: fixed_masks`)."""
+from dnc_jax.configs.pami import fixed_masks, cars_learned
 
-Targets R@1 / NMI 87.22 / 70.57: configs/pami/cars_learned.py (whose docstring lists what is
-sourced and what is a GUESS) with the 0/1 masks of the code's --fixed-mask option: each split
-cuts the parent's block of ones into its two contiguous halves, mask lr and wd 0.
-"""
-from dnc_jax.configs.pami import cars_learned
-
-
-def get_config():
-    config = cars_learned.get_config()
-    config.divide.masks = "fixed"               # --fixed-mask=1: the README's "fixed" rows
-    return config
+get_config = fixed_masks(cars_learned.get_config)

@@ -1,13 +1,5 @@
-"""CUB-200-2011, fixed masks: the PAMI README's CUB200 "fixed" row.
+"""CUB-200-2011, fixed masks: the PAMI README's CUB200 "fixed" row (R@1 / NMI 67.39 / 68.60),
+`cub_learned` with the code's --fixed-mask=1 (`configs/pami/__init__.py: fixed_masks`)."""
+from dnc_jax.configs.pami import fixed_masks, cub_learned
 
-Targets R@1 / NMI 67.39 / 68.60: configs/pami/cub_learned.py (whose docstring lists what is
-sourced and what is a GUESS) with the 0/1 masks of the code's --fixed-mask option: each split
-cuts the parent's block of ones into its two contiguous halves, mask lr and wd 0.
-"""
-from dnc_jax.configs.pami import cub_learned
-
-
-def get_config():
-    config = cub_learned.get_config()
-    config.divide.masks = "fixed"               # --fixed-mask=1: the README's "fixed" rows
-    return config
+get_config = fixed_masks(cub_learned.get_config)

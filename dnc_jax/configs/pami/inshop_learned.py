@@ -1,10 +1,8 @@
 """In-shop Clothes Retrieval, learned masks: the PAMI README's In-Shop Clothes "learn" row.
 
-Targets R@1 / NMI 90.49 / 89.88. No official command exists for this data set: the PAMI README
-gives one for SOP only and says to check the paper for the others, and the paper's text (arXiv
-2109.04003) could not be read here beyond its abstract, so its settings for this data set are
-unknown. What is sourced and what is a GUESS: configs/pami/_unpublished.py. GUESS here,
-besides the SOP command's values of unpublished.GUESSED_FROM_SOP:
+Targets R@1 / NMI 90.49 / 89.88. Unpublished for this data set (no official command; the paper,
+arXiv 2109.04003, unread beyond its abstract; configs/pami/_unpublished.py says what is sourced and
+what is guessed). GUESS here, besides unpublished.GUESSED_FROM_SOP:
   * divide.num_learners = 32 as the SOP command: 3,997 training classes still give about 125
     classes a cluster (SOP: about 354).
 Set --config.data.root to the folder holding Eval/list_eval_partition.txt and img/.

@@ -5,10 +5,6 @@ masks of the code's --fixed-mask option, our reading of the README's "fixed" var
 cuts the parent's block of ones into its two contiguous halves, mask lr and wd 0; at K=32 each
 learner owns 16 dimensions).
 """
-from dnc_jax.configs.pami import sop_learned
+from dnc_jax.configs.pami import fixed_masks, sop_learned
 
-
-def get_config():
-    config = sop_learned.get_config()
-    config.divide.masks = "fixed"               # --fixed-mask=1: the README's "fixed" rows
-    return config
+get_config = fixed_masks(sop_learned.get_config)
