@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU check of the open issues in one run, for a session lent a GPU (see README, "GPUs"):
-#   ../shared/device/wheels.sh            # here, once: wheels the GPU machine lacks, into .whl/
+#   pip download -d .whl --only-binary=:all: <what it lacks, e.g. ml-collections>   # here, once
 #   then the device tool runs:  bash bench/device_check.sh   (carry: .whl)
 # Results go under $OUT (or ./device_out): parity with torchvision, train-step throughput in
 # bfloat16 and float32, our step against the official PyTorch step, reclustering and evaluation

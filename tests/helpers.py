@@ -29,5 +29,18 @@ def tiny_config():
     return config
 
 
+def train_tiny_run(root, epochs: int = 1):
+    """(config, workdir) of a tiny run trained for `epochs` under `root` (its own glyph cache
+    there too), for the tests that use a trained model."""
+    from dnc_jax import train
+
+    config = tiny_config()
+    config.data.cache_dir = str(root / "cache")
+    config.num_epochs = epochs
+    workdir = str(root / "run")
+    train.train_and_evaluate(config, workdir)
+    return config, workdir
+
+
 # So that `--config=tests/helpers.py` works for the tests that run the command line.
 get_config = tiny_config

@@ -22,7 +22,7 @@ from dnc_jax.data import sources
 from dnc_jax.errors import DataError
 from dnc_jax.data.image_set import ImageSet
 from dnc_jax.divide import schedule
-from tests.helpers import tiny_config
+from tests.helpers import train_tiny_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -31,11 +31,7 @@ ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("embed_search")
-    config = tiny_config()
-    config.data.cache_dir = str(root / "cache")
-    config.num_epochs = 1
-    workdir = str(root / "run")
-    train.train_and_evaluate(config, workdir)
+    config, workdir = train_tiny_run(root)
     datasets = sources.load_dataset(config.data)
     test = datasets["test"]
     # Every 7th held-out glyph, in class folders: the folder walk must recurse and sort.

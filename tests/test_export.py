@@ -19,10 +19,10 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from dnc_jax import export, restore, train
+from dnc_jax import export, restore
 from dnc_jax.data import augment, host_views
 from dnc_jax.errors import RestoreError
-from tests.helpers import tiny_config
+from tests.helpers import train_tiny_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -32,11 +32,7 @@ TOLERANCE = 1e-4  # max abs difference, float32
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    config = tiny_config()
-    config.data.cache_dir = str(root / "cache")
-    config.num_epochs = 1
-    workdir = str(root / "run")
-    train.train_and_evaluate(config, workdir)
+    config, workdir = train_tiny_run(root)
     trained = restore.load_trained(workdir)
     model_path = str(root / "model.onnx")
     description = export.export_onnx(workdir, model_path)
