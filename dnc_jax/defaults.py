@@ -75,19 +75,30 @@ def get_config():
     config.augment.crop_ratio = (3 / 4, 4 / 3)  # RandomResizedCrop aspect ratio range
     config.augment.flip = True               # random horizontal flip in training
     config.augment.eval_crop_fraction = 224 / 256  # eval: center crop of this share of the side
+    config.augment.normalization = "imagenet"  # mean/std the backbone's weights expect:
+                                   # 'imagenet' (torchvision, timm's DINO and ImageNet-21k ViTs)
+                                   # | 'clip' (OpenAI CLIP) | 'inception' (0.5/0.5)
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "resnet50"   # resnet18 | resnet34 | resnet50 | resnet101 | resnet_tiny
+                                     # | vit_s16 | vit_b16 | vit_<ti|s|b|l><patch> (timm's
+                                     # ViT layout) | vit_micro (tests, CPU demo)
     config.model.width = 64          # channels of the first stage (torchvision: 64)
     config.model.stem = "imagenet"   # 'imagenet' (7x7/2 + max-pool) | 'small' (3x3/1, tiny images)
     config.model.bn_frozen = True    # BN statistics frozen, scale/bias trained (official code)
-    config.model.pooling = "avg"     # 'avg' | 'max' global pooling
+    config.model.pooling = "avg"     # 'avg' | 'max' global pooling; ViT also 'token' (the
+                                     # class token); ViT 'avg'/'max' pool the patch tokens
     config.model.dropout = 0.01      # dropout after pooling (official code)
     config.model.embedding_dim = 128  # d, the embedding size (CVPR 128, PAMI 512)
     config.model.head_init = "cvpr"  # 'cvpr' (xavier_normal per learner block) | 'pt_default'
     # Backbone weights: a .safetensors/.npz/.pth file of a torchvision-layout state dict, or a
     # Hugging Face hub id; '' = random init. Default: torchvision's ImageNet-1k V1 ResNet-50.
     config.model.pretrained = "timm/resnet50.tv_in1k"
+    config.model.vit = ml_collections.ConfigDict()  # ViT backbones only (model.name vit_*)
+    config.model.vit.pre_norm = False  # LayerNorm on the tokens before the blocks (CLIP: True)
+    config.model.vit.act = "gelu"      # MLP activation: 'gelu' (exact) | 'quick_gelu' (OpenAI CLIP)
+    config.model.vit.norm_eps = 1e-6   # LayerNorm epsilon (timm's ViTs 1e-6, CLIP 1e-5)
+    config.model.vit.drop_path = 0.0   # stochastic depth rate of the last block (linear in depth)
 
     config.loss = ml_collections.ConfigDict()
     config.loss.name = "margin"       # base loss each learner applies to its cluster: margin |
@@ -134,6 +145,15 @@ def get_config():
                                            # active learners (a joint epoch has K x fewer steps)
     config.optim.lr_decay_every = 0        # multiply every learning rate by lr_decay_factor
     config.optim.lr_decay_factor = 0.3     # every this many epochs (0: constant, both repos)
+    config.optim.algorithm = "adam_coupled"  # 'adam_coupled': torch Adam, weight decay added to
+                                   # the gradient (both papers) | 'adamw': decoupled decay,
+                                   # lr x weight_decay x param a step (torch/optax AdamW)
+    config.optim.layer_decay = 1.0   # ViT layer-wise lr decay: block i of L trains at
+                                     # rate x layer_decay^(L - i), embeddings at ^L+1 (1.0: off)
+    config.optim.warmup_steps = 0    # backbone and head rates ramp linearly from 0 over this
+                                     # many optimiser steps (0: off)
+    config.optim.clip_grad_norm = 0.0  # clip the global gradient norm to this (0: off)
+    config.optim.no_decay_1d = False   # no weight decay on biases, norms and ViT tokens
     config.optim.masks = ml_collections.ConfigDict()  # PAMI learned masks (divide.masks='learned')
     config.optim.masks.learning_rate = 1e-3  # PAMI README: base lr 1e-5 x mask_lr_mult 100
     config.optim.masks.weight_decay = 1e-4   # PAMI README: mask_wd_mult 1 x 1e-4
@@ -202,6 +222,12 @@ ADDED_KEYS = {
     "data.view_workers": -1,
     "data.skip_bad_images": False,
     "data.tfds_name": "",
+    "augment.normalization": "imagenet",
+    "optim.algorithm": "adam_coupled",
+    "optim.layer_decay": 1.0,
+    "optim.warmup_steps": 0,
+    "optim.clip_grad_norm": 0.0,
+    "optim.no_decay_1d": False,
     "loss.distance_weighted_dim": "view",
     "optim.joint_lr_rule": "none",
     "optim.lr_decay_every": 0,

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dnc_jax import defaults
 from dnc_jax import feed
 from dnc_jax import logs
 from dnc_jax import parallel
@@ -38,12 +39,14 @@ def make_embed_step(model, aug_config, host_cut: bool = False):
     L2-normalised pooled backbone features used for clustering.
     """
     resize_size = augment.eval_resize_size(aug_config)
+    normalization = defaults.filled(aug_config, "augment").normalization
 
     def embed_step(model_params, batch_stats, images, sizes, slices):
         if host_cut:
-            views = augment.imagenet_normalize(images.astype(jnp.float32))
+            views = augment.normalize(images.astype(jnp.float32), normalization)
         else:
-            views = augment.eval_views(images, sizes, aug_config.image_size, resize_size)
+            views = augment.eval_views(images, sizes, aug_config.image_size, resize_size,
+                                       normalization)
         views = views.astype(model.dtype)
         out = model.apply({"params": model_params, "batch_stats": batch_stats}, views,
                           train=False)

@@ -36,6 +36,7 @@ import numpy as np
 from absl import flags
 
 from dnc_jax import cli
+from dnc_jax import defaults
 from dnc_jax.errors import UserError
 
 INPUT_NAME = "views"
@@ -82,6 +83,8 @@ def preprocessing(config) -> dict:
     from dnc_jax.data import augment
 
     side, resize = config.augment.image_size, augment.eval_resize_size(config.augment)
+    normalization = defaults.filled(config.augment, "augment").normalization
+    mean, std = augment.normalization_constants(normalization)
     return {
         "host": (f"RGB image (PIL .convert('RGB')) -> Resize({resize}) of the shorter side "
                  f"(the longer one to int({resize} * long / short), PIL bilinear, as "
@@ -93,8 +96,8 @@ def preprocessing(config) -> dict:
         "interpolation": "bilinear (PIL Image.BILINEAR, torchvision's Resize default)",
         "graph": ("(x - 255 * mean) / (255 * std) per RGB channel, the network in float32, "
                   "then the learner blocks separately L2-normalised and concatenated"),
-        "mean": list(augment.IMAGENET_MEAN),
-        "std": list(augment.IMAGENET_STD),
+        "mean": list(mean),
+        "std": list(std),
     }
 
 

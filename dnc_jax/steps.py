@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dnc_jax import defaults
 from dnc_jax.data import augment
 from dnc_jax.divide import masks as masks_lib
 
@@ -59,16 +60,19 @@ def make_train_step(model, optimizer, loss_fn, aug_config):
     the host from image files (`dnc_jax.feed`), only flipped and normalised here.
     """
 
+    normalization = defaults.filled(aug_config, "augment").normalization
+
     def train_step(state: TrainState, batch, phase, rng):
         rng = jax.random.fold_in(rng, state.step)
         k_aug, k_drop, k_loss = jax.random.split(rng, 3)
         if "views" in batch:
-            images = augment.flip_and_normalize(batch["views"], k_aug, aug_config.flip)
+            images = augment.flip_and_normalize(batch["views"], k_aug, aug_config.flip,
+                                                normalization)
         else:
             images = augment.train_views(
                 batch["images"], batch.get("sizes"), k_aug, aug_config.image_size,
                 scale=tuple(aug_config.crop_scale), ratio=tuple(aug_config.crop_ratio),
-                flip=aug_config.flip)
+                flip=aug_config.flip, normalization=normalization)
         images = images.astype(model.dtype)
 
         def objective(params):

@@ -214,7 +214,7 @@ def test_flip_half_and_whole_image_crop_is_identity():
     ramp = np.broadcast_to(np.arange(8, dtype=np.uint8)[None, :, None] * 30, (8, 8, 3))
     images = np.broadcast_to(ramp, (2000, 8, 8, 3))
     views = np.asarray(jax.jit(lambda x, k: augment.train_views(
-        x, None, k, 8, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True, normalize=False))(
+        x, None, k, 8, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True, normalization=None))(
         images, jax.random.key(3)))
     mirrored = np.all(np.abs(views - ramp[:, ::-1]) < 1e-3, axis=(1, 2, 3))
     unchanged = np.all(np.abs(views - ramp) < 1e-3, axis=(1, 2, 3))
@@ -227,12 +227,12 @@ def test_eval_views_on_originals_and_normalisation():
     ImageNet's mean/std in RGB order."""
     rng = np.random.default_rng(4)
     images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
-    raw = augment.eval_views(images, None, 32, 32, normalize=False)
+    raw = augment.eval_views(images, None, 32, 32, normalization=None)
     np.testing.assert_array_equal(np.asarray(raw), images.astype(np.float32))
     normalised = np.asarray(augment.eval_views(images, None, 32, 32))
     expected = (images / 255.0 - np.array(augment.IMAGENET_MEAN)) / np.array(augment.IMAGENET_STD)
     np.testing.assert_allclose(normalised, expected, atol=1e-5)
     # Resize(36) + CenterCrop(32) of a 32 x 32 original, against PIL.
-    ours = np.asarray(augment.eval_views(images, None, 32, 36, normalize=False))
+    ours = np.asarray(augment.eval_views(images, None, 32, 36, normalization=None))
     for view, image in zip(ours, images):
         assert grey_level_error(view, torchvision_eval(Image.fromarray(image), 32, 36)) < 1.0

@@ -15,7 +15,8 @@ BILINEAR that torchvision uses on PIL images):
   then a center crop with the ratio clamped), `RandomHorizontalFlip(0.5)`;
 - eval and the clustering pass: `Resize(resize_size)` of the shorter side, then
   `CenterCrop(out)`;
-- then ImageNet mean/std normalisation, RGB.
+- then the mean/std normalisation the backbone's weights expect (`augment.normalization`:
+  torchvision's ImageNet constants, OpenAI CLIP's, or Inception's 0.5/0.5), RGB.
 
 All shapes are fixed and everything is vmapped per image, so a batch is one fused op with no host
 sync. When the rows are the originals the views are torchvision's up to the filter's arithmetic;
@@ -29,8 +30,18 @@ import math
 import jax
 import jax.numpy as jnp
 
+from dnc_jax.errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# (mean, std) in [0, 1] units, RGB, by `augment.normalization`: torchvision / timm's
+# IMAGENET_DEFAULT (ResNets, DINO), OpenAI CLIP's, and Inception's 0.5 / 0.5 (timm's
+# ImageNet-21k 'augreg' ViTs).
+NORMALIZATIONS = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
 RRC_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
 
 
@@ -131,44 +142,54 @@ def eval_resize_size(aug_config) -> int:
     return round(aug_config.image_size / aug_config.eval_crop_fraction)
 
 
-def imagenet_normalize(images_float):
-    """[0, 255] floats -> ImageNet mean/std normalised, RGB order."""
-    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32) * 255.0
-    std = jnp.asarray(IMAGENET_STD, jnp.float32) * 255.0
-    return (images_float - mean) / std
+def normalization_constants(name: str) -> tuple[tuple, tuple]:
+    """(mean, std) of an `augment.normalization` name."""
+    if name not in NORMALIZATIONS:
+        raise ConfigError(f"augment.normalization must be one of {list(NORMALIZATIONS)}, got "
+                          f"{name!r}")
+    return NORMALIZATIONS[name]
+
+
+def normalize(images_float, normalization: str | None = "imagenet"):
+    """[0, 255] floats -> (x / 255 - mean) / std per RGB channel; None: unchanged."""
+    if normalization is None:
+        return images_float
+    mean, std = normalization_constants(normalization)
+    return (images_float - jnp.asarray(mean, jnp.float32) * 255.0) / (
+        jnp.asarray(std, jnp.float32) * 255.0)
 
 
 def train_views(images, sizes, key, out_size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                flip=True, normalize=True):
+                flip=True, normalization="imagenet"):
     """uint8 [B, S, S, C] (+ original sizes [B, 2] or None) -> float32 [B, out, out, C]:
-    RandomResizedCrop, optional horizontal flip (p=0.5), normalised unless normalize=False."""
+    RandomResizedCrop, optional horizontal flip (p=0.5), normalised (None: [0, 255])."""
     k_box, k_flip = jax.random.split(key)
     boxes = random_resized_crop_boxes(k_box, _original_sizes(images, sizes), scale, ratio)
     views = resample_boxes(images, sizes, boxes, out_size)
     if flip:
         mirror = jax.random.bernoulli(k_flip, 0.5, (images.shape[0],))
         views = jnp.where(mirror[:, None, None, None], views[:, :, ::-1, :], views)
-    return imagenet_normalize(views) if normalize else views
+    return normalize(views, normalization)
 
 
-def flip_and_normalize(views, key, flip=True):
+def flip_and_normalize(views, key, flip=True, normalization="imagenet"):
     """uint8 [B, out, out, C] train crops cut on the host -> float32, each mirrored with
-    probability 0.5 (when `flip`), ImageNet-normalised."""
+    probability 0.5 (when `flip`), normalised."""
     views = views.astype(jnp.float32)
     if flip:
         mirror = jax.random.bernoulli(key, 0.5, (views.shape[0],))
         views = jnp.where(mirror[:, None, None, None], views[:, :, ::-1, :], views)
-    return imagenet_normalize(views)
+    return normalize(views, normalization)
 
 
-def eval_views(images, sizes, out_size: int, resize_size: int, normalize=True):
+def eval_views(images, sizes, out_size: int, resize_size: int, normalization="imagenet"):
     """uint8 [B, S, S, C] (+ original sizes [B, 2] or None) -> float32 [B, out, out, C]:
-    Resize(resize_size) of the shorter side, CenterCrop(out_size), normalised unless
-    normalize=False. For a crop fraction f, resize_size = round(out_size / f)."""
+    Resize(resize_size) of the shorter side, CenterCrop(out_size), normalised (None: [0, 255]).
+    For a crop fraction f, resize_size = round(out_size / f)."""
     side = images.shape[1]
     if sizes is None and resize_size == out_size == side:
         views = images.astype(jnp.float32)  # the identity transform; skip the resampling
     else:
         boxes = center_crop_boxes(_original_sizes(images, sizes), out_size, resize_size)
         views = resample_boxes(images, sizes, boxes, out_size)
-    return imagenet_normalize(views) if normalize else views
+    return normalize(views, normalization)
