@@ -1,4 +1,4 @@
-"""Adam with coupled L2 weight decay, per parameter group, as torch's Adam does it.
+"""Adam per parameter group as torch does it, plus the options that fine-tune transformers.
 
 torch's `Adam(weight_decay=wd)` adds wd * theta to the gradient *before* the moments (not
 AdamW's decoupled decay), and the official code has separate groups (docs/method.md §2.3): the
@@ -9,25 +9,127 @@ whose Adam moments still update, as in torch) without recompiling the step.
 The optimised tree is `{'model': {'backbone', 'head'}, 'masks'?: [K_max, d], 'loss'?: {...}}`;
 each loss parameter (`loss/beta`, `loss/proxies`, `loss/alpha`) is its own group `loss_<name>`
 with its own learning rate and no weight decay.
+
+ViTs are fine-tuned differently (BEiT, DINO and timm's fine-tuning recipes): AdamW, layer-wise
+learning-rate decay, a linear warm-up and gradient clipping. Each is an `optim` key that is off
+by default; at the defaults the optimiser and its state are exactly the two papers' (above):
+- `algorithm='adamw'`: decoupled decay, theta -= lr * (adam + wd * theta) (torch/optax AdamW).
+- `layer_decay` < 1: backbone leaf updates scaled by layer_decay^(L + 1 - layer id) (timm's
+  `param_groups_layer_decay`), the decoupled decay included, as timm's per-group lr scales it.
+- `warmup_steps` > 0: the backbone and head updates ramp linearly over that many steps, on top
+  of the injected rate (the masks and loss parameters start at their rate, as in the papers).
+- `clip_grad_norm` > 0: the global norm of the whole gradient (every optimised parameter, all
+  groups, frozen ones too) is clipped before the groups' optimisers, as torch's
+  `clip_grad_norm_(parameters)` over everything the optimiser holds.
+- `no_decay_1d`: no weight decay on 1-d parameters (biases, norm scales), `cls_token` and
+  `pos_embed` (timm's no_weight_decay rule), for either algorithm.
+
+State: `multi_transform` state, or `(clip state, multi_transform state)` with clipping; each
+group is `inject_hyperparams` of a chain [decay, adam] ('adam_coupled') or [adam, decay]
+('adamw'), then layer decay (backbone) and warm-up (backbone, head), then the rate.
 """
 from __future__ import annotations
 
+import re
+from typing import NamedTuple
+
 import flax.traverse_util
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dnc_jax import defaults
 from dnc_jax.errors import ConfigError
 
 GROUPS = ("backbone", "head", "masks")
+ALGORITHMS = ("adam_coupled", "adamw")
+NO_DECAY_NAMES = frozenset({"cls_token", "pos_embed"})  # timm VisionTransformer.no_weight_decay
+EMBEDDING_NAMES = frozenset({"patch_embed", "cls_token", "pos_embed", "norm_pre"})  # layer id 0
+BLOCK = re.compile(r"blocks_(\d+)")
 
 
-def coupled_adam(learning_rate, weight_decay, b1=0.9, b2=0.999, eps=1e-8):
+def coupled_adam(learning_rate, weight_decay, b1=0.9, b2=0.999, eps=1e-8, decay_mask=None,
+                 rate_scales=()):
+    """torch Adam(weight_decay): the decay joins the gradient before the moments.
+    `rate_scales`: transformations that multiply the step like a learning-rate factor."""
     return optax.chain(
-        optax.add_decayed_weights(weight_decay),
+        optax.add_decayed_weights(weight_decay, mask=decay_mask),
         optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        *rate_scales,
         optax.scale_by_learning_rate(learning_rate),
     )
+
+
+def adamw(learning_rate, weight_decay, b1=0.9, b2=0.999, eps=1e-8, decay_mask=None,
+          rate_scales=()):
+    """torch AdamW / optax.adamw: the decay is added to the Adam step, then both are scaled."""
+    return optax.chain(
+        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        optax.add_decayed_weights(weight_decay, mask=decay_mask),
+        *rate_scales,
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def _keys(path) -> tuple:
+    return tuple(getattr(k, "key", getattr(k, "name", k)) for k in path)
+
+
+def decay_mask_1d(updates):
+    """True where weight decay applies: not on 1-d leaves (biases, norm scales) nor on the ViT
+    tokens (timm's no_weight_decay); a callable mask, as the groups only see their own leaves."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, u: u.ndim > 1 and not NO_DECAY_NAMES & set(_keys(path)), updates)
+
+
+def _backbone_name(path) -> str:
+    """The backbone's top-level name of a leaf (`blocks_3`, `patch_embed`, ...)."""
+    keys = _keys(path)
+    return keys[keys.index("backbone") + 1] if "backbone" in keys else keys[0]
+
+
+def layer_id(name: str, num_blocks: int) -> int:
+    """timm's ViT layer id: embeddings 0, block i is i + 1, the final norm (and the rest) L + 1."""
+    if name in EMBEDDING_NAMES:
+        return 0
+    block = BLOCK.fullmatch(name)
+    return int(block.group(1)) + 1 if block else num_blocks + 1
+
+
+def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
+    """Scales a ViT backbone leaf's update by decay^(L + 1 - layer id), L the number of blocks
+    (static, read from the tree paths): the deeper, more task-specific layers move the most."""
+    def update_fn(updates, state, params=None):
+        leaves = jax.tree_util.tree_leaves_with_path(updates)
+        num_blocks = len({n for n in (_backbone_name(p) for p, _ in leaves) if BLOCK.fullmatch(n)})
+
+        def scale(path, u):
+            return u * decay ** (num_blocks + 1 - layer_id(_backbone_name(path), num_blocks))
+        return jax.tree_util.tree_map_with_path(scale, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+class WarmupState(NamedTuple):
+    count: jax.Array  # optimiser steps taken
+
+
+def linear_warmup(steps: int) -> optax.GradientTransformation:
+    """Multiplies the update by min(1, (count + 1) / steps). The first step gets 1/steps (as
+    timm's warm-up starts from a small nonzero rate), not 0 as `optax.linear_schedule` at
+    count 0 would: a zero step would still move Adam's moments and waste a batch; step
+    `steps - 1` is the first at the full rate. A factor on the update, not a schedule on the
+    rate, so it composes with the injected rate that `set_learning_rates` changes."""
+    def init_fn(params):
+        return WarmupState(jnp.zeros([], jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        factor = jnp.minimum(1.0, (state.count + 1) / steps)
+        updates = jax.tree.map(lambda u: u * factor.astype(u.dtype), updates)
+        return updates, WarmupState(optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def group_of(path: tuple) -> str:
@@ -49,24 +151,69 @@ def base_learning_rates(optim_config, loss_rates=None) -> dict[str, float]:
     return rates
 
 
+def check_optim_config(config) -> None:
+    """Raises a ConfigError naming the first `optim` key that cannot work."""
+    optim = defaults.filled(config.optim, "optim")
+    algorithm, layer_decay = optim.algorithm, optim.layer_decay
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"optim.algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if not 0 < layer_decay <= 1:
+        raise ConfigError(f"optim.layer_decay must be in (0, 1], got {layer_decay!r}")
+    if layer_decay != 1 and not config.model.name.startswith("vit"):
+        raise ConfigError(f"optim.layer_decay={layer_decay!r} needs a ViT backbone (model.name "
+                          f"vit_*), got model.name={config.model.name!r}; set it to 1.0")
+    if optim.warmup_steps < 0:
+        raise ConfigError(f"optim.warmup_steps must be >= 0, got {optim.warmup_steps!r}")
+    if optim.clip_grad_norm < 0:
+        raise ConfigError(f"optim.clip_grad_norm must be >= 0 (0: off), "
+                          f"got {optim.clip_grad_norm!r}")
+
+
+def _rate_scales(optim_config, group: str) -> tuple:
+    """The learning-rate factors of one group: layer decay (backbone), warm-up (network)."""
+    layer_decay, warmup_steps = optim_config.layer_decay, optim_config.warmup_steps
+    scales = []
+    if group == "backbone" and layer_decay != 1.0:
+        scales.append(scale_by_layer_decay(layer_decay))
+    if group in ("backbone", "head") and warmup_steps > 0:
+        scales.append(linear_warmup(warmup_steps))
+    return tuple(scales)
+
+
 def make_optimizer(optim_config, loss_rates=None):
     """`loss_rates`: {loss parameter name: learning rate} (`losses.loss_learning_rates`)."""
-    groups = {}
-    for name in GROUPS:
-        if name not in optim_config:
-            continue
-        group = optim_config[name]
-        groups[name] = optax.inject_hyperparams(coupled_adam)(
-            learning_rate=group.learning_rate, weight_decay=group.weight_decay)
+    optim_config = defaults.filled(optim_config, "optim")  # older configs lack the new keys
+    algorithm = {"adam_coupled": coupled_adam, "adamw": adamw}[optim_config.algorithm]
+    decay_mask = decay_mask_1d if optim_config.no_decay_1d else None
+    # The mask is a callable and the scales are not numbers: static, not injected.
+    injected = optax.inject_hyperparams(algorithm, static_args=("decay_mask", "rate_scales"))
+
+    def group(name, learning_rate, weight_decay):
+        return injected(learning_rate=learning_rate, weight_decay=weight_decay,
+                        decay_mask=decay_mask, rate_scales=_rate_scales(optim_config, name))
+
+    groups = {name: group(name, optim_config[name].learning_rate, optim_config[name].weight_decay)
+              for name in GROUPS if name in optim_config}
     for name, rate in (loss_rates or {}).items():
-        groups[f"loss_{name}"] = optax.inject_hyperparams(coupled_adam)(
-            learning_rate=rate, weight_decay=0.0)
-    return optax.multi_transform(groups, param_groups)
+        groups[f"loss_{name}"] = group(f"loss_{name}", rate, 0.0)
+    optimizer = optax.multi_transform(groups, param_groups)
+    clip = optim_config.clip_grad_norm
+    return optax.chain(optax.clip_by_global_norm(clip), optimizer) if clip > 0 else optimizer
+
+
+def _multi_state(opt_state):
+    """The multi_transform state within `opt_state` (itself, or in the chain's tuple when
+    clipping is on) and a function that puts a replacement back in its place."""
+    if isinstance(opt_state, optax.MultiTransformState):
+        return opt_state, lambda new: new
+    i = next(i for i, s in enumerate(opt_state) if isinstance(s, optax.MultiTransformState))
+    return opt_state[i], lambda new: (*opt_state[:i], new, *opt_state[i + 1:])
 
 
 def set_learning_rates(opt_state, rates: dict[str, float]):
     """The optimiser state with the given groups' learning rates replaced (values only)."""
-    inner_states = dict(opt_state.inner_states)
+    multi, put_back = _multi_state(opt_state)
+    inner_states = dict(multi.inner_states)
     for group, value in rates.items():
         if group not in inner_states:
             continue
@@ -75,21 +222,22 @@ def set_learning_rates(opt_state, rates: dict[str, float]):
         hyper = dict(injected.hyperparams)
         hyper["learning_rate"] = jnp.asarray(value, jnp.float32)
         inner_states[group] = masked._replace(inner_state=injected._replace(hyperparams=hyper))
-    return opt_state._replace(inner_states=inner_states)
+    return put_back(multi._replace(inner_states=inner_states))
 
 
 def learning_rates(opt_state) -> dict[str, float]:
     return {g: float(s.inner_state.hyperparams["learning_rate"])
-            for g, s in opt_state.inner_states.items()}
+            for g, s in _multi_state(opt_state)[0].inner_states.items()}
 
 
 def reset_group(opt_state, optimizer, params, group: str):
     """A fresh optimiser state for one group (PAMI resets the mask moments when masks grow)."""
-    fresh = optimizer.init(params).inner_states[group]
+    fresh = _multi_state(optimizer.init(params))[0].inner_states[group]
     rates = {group: learning_rates(opt_state)[group]}
-    inner_states = dict(opt_state.inner_states)
+    multi, put_back = _multi_state(opt_state)
+    inner_states = dict(multi.inner_states)
     inner_states[group] = fresh
-    return set_learning_rates(opt_state._replace(inner_states=inner_states), rates)
+    return set_learning_rates(put_back(multi._replace(inner_states=inner_states)), rates)
 
 
 # -- the rates of one phase -----------------------------------------------------------------

@@ -1,0 +1,290 @@
+"""The transformer fine-tuning options of the optimiser (AdamW, layer decay, warm-up, clipping,
+no decay on 1-d parameters), on tiny trees against torch and hand-computed factors."""
+import chex
+import flax.traverse_util
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+import torch
+
+from dnc_jax import defaults, optim
+from dnc_jax.errors import ConfigError
+
+RATES = {"backbone": 1e-2, "head": 2e-2, "masks": 5e-3}
+DECAYS = {"backbone": 0.05, "head": 0.1, "masks": 0.01}
+NUM_BLOCKS = 3
+
+
+def _optim_config(**options):
+    config = defaults.get_config().optim
+    for group, rate in RATES.items():
+        config[group].learning_rate = rate
+        config[group].weight_decay = DECAYS[group]
+    config.update(options)
+    return config
+
+
+def _params(seed=0):
+    """A ViT-shaped backbone (timm names), a head and the PAMI masks."""
+    rng = np.random.default_rng(seed)
+
+    def f(*shape):
+        return jnp.asarray(rng.normal(size=shape), jnp.float32)
+
+    backbone = {"patch_embed": {"proj": {"kernel": f(2, 2, 3, 4), "bias": f(4)}},
+                "cls_token": f(1, 1, 4), "pos_embed": f(1, 5, 4),
+                **{f"blocks_{i}": {"mlp": {"kernel": f(4, 4), "bias": f(4)}}
+                   for i in range(NUM_BLOCKS)},
+                "norm": {"scale": f(4), "bias": f(4)}}
+    return {"model": {"backbone": backbone, "head": {"kernel": f(4, 3), "bias": f(3)}},
+            "masks": f(2, 3)}
+
+
+def _grads(params, steps, norms=None):
+    grads = [_params(seed=10 + t) for t in range(steps)]
+    if norms is not None:  # rescale step t's gradient to global norm norms[t]
+        scales = [n / float(optax.tree.norm(g)) for g, n in zip(grads, norms)]
+        grads = [jax.tree.map(lambda x, s=s: x * s, g) for g, s in zip(grads, scales)]
+    return grads
+
+
+def _flat(tree):
+    return {"/".join(k): np.asarray(v, np.float64)
+            for k, v in flax.traverse_util.flatten_dict(jax.device_get(tree)).items()}
+
+
+def _run(optimizer, params, grads):
+    state = optimizer.init(params)
+    for g in grads:
+        updates, state = optimizer.update(g, state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+def _updates(optimizer, params, grads, rates_at=None):
+    """Each step's update at fixed params (so two optimisers see the same inputs)."""
+    state, out = optimizer.init(params), []
+    for t, g in enumerate(grads):
+        if rates_at is not None:
+            state = optim.set_learning_rates(state, rates_at(t))
+        updates, state = optimizer.update(g, state, params)
+        out.append(_flat(updates))
+    return out
+
+
+def _torch_run(params, grads, algorithm, clip=0.0):
+    """torch's Adam(weight_decay) / AdamW with one param group per optimiser group."""
+    names = {"/".join(k): g for k, g in
+             flax.traverse_util.flatten_dict(optim.param_groups(params)).items()}
+    tensors = {k: torch.tensor(v, dtype=torch.float32, requires_grad=True)
+               for k, v in _flat(params).items()}
+    cls = {"adam_coupled": torch.optim.Adam, "adamw": torch.optim.AdamW}[algorithm]
+    opt = cls([{"params": [t for k, t in tensors.items() if names[k] == g],
+                "lr": RATES[g], "weight_decay": DECAYS[g]} for g in RATES],
+              betas=(0.9, 0.999), eps=1e-8)
+    norms = []
+    for g in grads:
+        for k, v in _flat(g).items():
+            tensors[k].grad = torch.tensor(v, dtype=torch.float32)
+        if clip:
+            norms.append(float(torch.nn.utils.clip_grad_norm_(list(tensors.values()), clip)))
+        opt.step()
+    return {k: t.detach().numpy().astype(np.float64) for k, t in tensors.items()}, norms
+
+
+def _max_diff(a, b):
+    return max(np.abs(a[k] - b[k]).max() for k in a)
+
+
+@pytest.mark.parametrize("algorithm", ["adamw", "adam_coupled"])
+def test_matches_torch_adam_and_adamw(algorithm):
+    params = _params()
+    grads = _grads(params, 5)
+    ours = _flat(_run(optim.make_optimizer(_optim_config(algorithm=algorithm)), params, grads))
+    theirs, _ = _torch_run(params, grads, algorithm)
+    assert _max_diff(ours, theirs) < 1e-6
+    other = "adam_coupled" if algorithm == "adamw" else "adamw"
+    assert _max_diff(ours, _torch_run(params, grads, other)[0]) > 1e-5  # the test can tell
+
+
+def _old_coupled_adam(learning_rate, weight_decay, b1=0.9, b2=0.999, eps=1e-8):
+    """The optimiser before the transformer options, verbatim."""
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+                       optax.scale_by_learning_rate(learning_rate))
+
+
+def test_defaults_and_old_configs_keep_the_state_structure_and_values():
+    params = dict(_params(), loss={"beta": jnp.ones(3)})
+    loss_rates = {"beta": 5e-4}
+    groups = {g: optax.inject_hyperparams(_old_coupled_adam)(
+        learning_rate=RATES[g], weight_decay=DECAYS[g]) for g in RATES}
+    groups["loss_beta"] = optax.inject_hyperparams(_old_coupled_adam)(
+        learning_rate=5e-4, weight_decay=0.0)
+    reference = optax.multi_transform(groups, optim.param_groups)
+    old_config = ml_collections.ConfigDict(  # a config from before the new keys
+        {g: {"learning_rate": RATES[g], "weight_decay": DECAYS[g]} for g in RATES})
+    grads = [dict(g, loss={"beta": jnp.full(3, 0.5)}) for g in _grads(params, 2)]
+    expected = _run(reference, params, grads)
+    for config in (_optim_config(), old_config):
+        optimizer = optim.make_optimizer(config, loss_rates)
+        assert (jax.tree.structure(optimizer.init(params))
+                == jax.tree.structure(reference.init(params)))
+        chex.assert_trees_all_equal(_run(optimizer, params, grads), expected)
+
+
+@pytest.mark.parametrize("algorithm", ["adamw", "adam_coupled"])
+def test_layer_decay_scales_each_vit_layer(algorithm):
+    decay = 0.5
+    params = _params()
+    grads = _grads(params, 2)
+    plain = _updates(optim.make_optimizer(_optim_config(algorithm=algorithm)), params, grads)
+    decayed = _updates(optim.make_optimizer(_optim_config(algorithm=algorithm,
+                                                          layer_decay=decay)), params, grads)
+    layer = {"patch_embed": 0, "cls_token": 0, "pos_embed": 0, "norm": NUM_BLOCKS + 1,
+             **{f"blocks_{i}": i + 1 for i in range(NUM_BLOCKS)}}
+    for p, d in zip(plain, decayed):
+        for key in p:
+            parts = key.split("/")
+            if parts[:2] == ["model", "backbone"]:
+                expected = decay ** (NUM_BLOCKS + 1 - layer[parts[2]])
+            else:  # head and masks: unaffected
+                expected = 1.0
+            np.testing.assert_allclose(d[key], expected * p[key], rtol=1e-6, err_msg=key)
+
+
+def test_warmup_ramps_the_network_rates_and_composes_with_set_learning_rates():
+    steps = 3
+    params = _params()
+    grads = _grads(params, 6)
+    mult = [1.0, 2.0, 1.0, 0.5, 2.0, 1.0]
+    base = optim.base_learning_rates(_optim_config())
+
+    def rates_at(t):
+        return {"backbone": base["backbone"] * mult[t]}
+
+    plain = _updates(optim.make_optimizer(_optim_config()), params, grads)
+    warm = _updates(optim.make_optimizer(_optim_config(warmup_steps=steps)), params, grads,
+                    rates_at)
+    for t, (p, w) in enumerate(zip(plain, warm)):
+        ramp = min(1.0, (t + 1) / steps)
+        for key in p:
+            group = optim.group_of(tuple(key.split("/")))
+            expected = {"backbone": ramp * mult[t], "head": ramp, "masks": 1.0}[group]
+            np.testing.assert_allclose(w[key], expected * p[key], rtol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("algorithm", ["adamw", "adam_coupled"])
+def test_clipping_matches_torch_clip_grad_norm_over_all_parameters(algorithm):
+    max_norm = 1.0
+    params = _params()
+    grads = _grads(params, 3, norms=[10.0, 0.1, 5.0])  # clipped, not clipped, clipped
+    ours = _flat(_run(optim.make_optimizer(_optim_config(algorithm=algorithm,
+                                                         clip_grad_norm=max_norm)),
+                      params, grads))
+    theirs, torch_norms = _torch_run(params, grads, algorithm, clip=max_norm)
+    norms64 = [np.sqrt(sum((v ** 2).sum() for v in _flat(g).values())) for g in grads]
+    np.testing.assert_allclose(torch_norms, norms64, rtol=1e-5)
+    np.testing.assert_allclose(norms64, [10.0, 0.1, 5.0], rtol=1e-5)
+    # torch scales by max_norm / (norm + 1e-6), optax by max_norm / norm: ~1e-7 relative.
+    assert _max_diff(ours, theirs) < 1e-6
+    assert _max_diff(ours, _torch_run(params, grads, algorithm)[0]) > 1e-4  # clipping mattered
+
+
+def test_rate_helpers_work_inside_the_clipping_chain():
+    params = _params()
+    optimizer = optim.make_optimizer(_optim_config(clip_grad_norm=1.0, warmup_steps=2))
+    state = optimizer.init(params)
+    assert isinstance(state, tuple) and isinstance(state[-1], optax.MultiTransformState)
+    assert optim.learning_rates(state) == pytest.approx(RATES)
+    state = optim.set_learning_rates(state, {"backbone": 0.0, "masks": 1e-4, "nope": 1.0})
+    assert optim.learning_rates(state) == pytest.approx(dict(RATES, backbone=0.0, masks=1e-4))
+    for g in _grads(params, 2):
+        _, state = optimizer.update(g, state, params)
+    fresh = optim.reset_group(state, optimizer, params, "masks")
+    assert jax.tree.structure(fresh) == jax.tree.structure(state)
+    assert optim.learning_rates(fresh) == optim.learning_rates(state)
+    def masks_adam(opt_state):  # masked(inject(chain(decay, adam, rate)))
+        return opt_state[-1].inner_states["masks"].inner_state
+
+    assert int(masks_adam(state).count) == 2 and np.asarray(
+        masks_adam(state).inner_state[1].mu["masks"]).any()
+    assert int(masks_adam(fresh).count) == 0
+    assert not np.asarray(masks_adam(fresh).inner_state[1].mu["masks"]).any()
+    chex.assert_trees_all_equal(fresh[-1].inner_states["head"], state[-1].inner_states["head"])
+
+
+@pytest.mark.parametrize("algorithm", ["adamw", "adam_coupled"])
+def test_no_decay_1d_spares_biases_norms_and_vit_tokens(algorithm):
+    params = _params()
+    zero = [jax.tree.map(jnp.zeros_like, params)]  # with no gradient only the decay moves
+    decays = {"model/backbone/patch_embed/proj/kernel", "model/head/kernel", "masks",
+              *(f"model/backbone/blocks_{i}/mlp/kernel" for i in range(NUM_BLOCKS))}
+    masked = _updates(optim.make_optimizer(_optim_config(algorithm=algorithm,
+                                                         no_decay_1d=True)), params, zero)[0]
+    everywhere = _updates(optim.make_optimizer(_optim_config(algorithm=algorithm)),
+                          params, zero)[0]
+    for key, update in masked.items():
+        assert np.abs(everywhere[key]).min() > 0, key
+        if key in decays:
+            np.testing.assert_array_equal(update, everywhere[key], err_msg=key)
+        else:
+            assert not update.any(), key
+    if algorithm == "adamw":  # decoupled: exactly -lr * wd * theta
+        flat = _flat(params)
+        np.testing.assert_allclose(masked["model/head/kernel"],
+                                   -RATES["head"] * DECAYS["head"] * flat["model/head/kernel"],
+                                   rtol=1e-6)
+
+
+@pytest.mark.parametrize("key, value, model", [
+    ("algorithm", "sgd", "resnet50"),
+    ("layer_decay", 0.0, "vit_s16"),
+    ("layer_decay", 1.5, "vit_s16"),
+    ("layer_decay", 0.75, "resnet50"),
+    ("warmup_steps", -1, "resnet50"),
+    ("clip_grad_norm", -0.5, "resnet50"),
+])
+def test_check_optim_config_names_the_key(key, value, model):
+    config = defaults.get_config()
+    optim.check_optim_config(config)
+    config.model.name = model
+    config.optim[key] = value
+    with pytest.raises(ConfigError, match=f"optim.{key}") as error:
+        optim.check_optim_config(config)
+    assert "\n" not in str(error.value)
+
+
+def test_check_optim_config_accepts_a_vit_recipe():
+    config = defaults.get_config()
+    config.model.name = "vit_b16"
+    config.optim.update(algorithm="adamw", layer_decay=0.65, warmup_steps=100,
+                        clip_grad_norm=3.0, no_decay_1d=True)
+    optim.check_optim_config(config)
+
+
+def test_every_option_on_traces_once_while_rates_change():
+    params = _params()
+    optimizer = optim.make_optimizer(_optim_config(
+        algorithm="adamw", layer_decay=0.7, warmup_steps=2, clip_grad_norm=1.0,
+        no_decay_1d=True))
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(params, opt_state, grads):
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    state = optimizer.init(params)
+    for t, g in enumerate(_grads(params, 4)):
+        rates = {"backbone": 1e-3 * (t + 1), "head": 0.0 if t == 2 else 1e-2}
+        state = optim.set_learning_rates(state, rates)
+        new_params, state = step(params, state, g)
+        assert optim.learning_rates(state)["backbone"] == pytest.approx(1e-3 * (t + 1))
+        head_moved = not np.array_equal(new_params["model"]["head"]["kernel"],
+                                        params["model"]["head"]["kernel"])
+        assert head_moved == (t != 2)
+        params = new_params
