@@ -32,6 +32,7 @@ from dnc_jax import plots
 from dnc_jax import reporting
 from dnc_jax import run_guard
 from dnc_jax import steps
+from dnc_jax.data import augment
 from dnc_jax.data import sampler as sampler_lib
 from dnc_jax.data import sources
 from dnc_jax.divide import masks as masks_lib
@@ -40,6 +41,7 @@ from dnc_jax.divide import schedule
 from dnc_jax.errors import NonFiniteLoss
 from dnc_jax.evaluation.evaluator import HEADLINE, Evaluator
 from dnc_jax.losses import PROXY_LOSSES, init_loss_params, loss_learning_rates, make_loss
+from dnc_jax.models import pretrained
 from dnc_jax.models.embedder import check_model_config, compute_dtype, make_embedder
 from dnc_jax.models.variables import initial_variables
 
@@ -212,7 +214,11 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) 
     # The keys the run needs, before the data set is read: each check raises a ConfigError.
     masks_lib.phase_arrays(config, schedule.phase(config.divide, 0))  # plan and masks
     optim.joint_lr_scale(config, 1)
-    check_model_config(config.model)
+    check_model_config(config.model, config.augment.image_size)
+    augment.normalization_constants(config.augment.normalization)
+    if config.model.pretrained:  # the mean/std the weights expect, where timm says it
+        pretrained.check_normalization(config.model.pretrained, config.augment.normalization)
+    optim.check_optim_config(config)
     compute_dtype(config.dtype)
     make_loss(config.loss, config.divide.num_learners, config.data.samples_per_class)
 

@@ -1,5 +1,8 @@
 """Backbone + pooling + dropout + linear head: the embedding network of both papers.
 
+The backbone is a torchvision-layout ResNet (the papers') or a timm-layout Vision Transformer;
+either way the pooled vector feeds the same head, features and dtype policy.
+
 Returns the raw head output (masking and normalisation belong to the learners, see
 `dnc_jax.divide.masks`) and the L2-normalised pooled features, which the official code
 clusters on (docs/method.md §1.1).
@@ -12,7 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dnc_jax.models import resnet
+from dnc_jax import defaults
+from dnc_jax.models import resnet, vit
 from dnc_jax.normalize import l2_normalize
 from dnc_jax.errors import ConfigError
 
@@ -26,13 +30,7 @@ class Embedder(nn.Module):
 
     @nn.compact
     def __call__(self, images, train: bool = False):
-        fmap = self.backbone(images, train=train)
-        if self.pooling == "avg":
-            pooled = jnp.mean(fmap, axis=(1, 2))
-        elif self.pooling == "max":
-            pooled = jnp.max(fmap, axis=(1, 2))
-        else:
-            raise ConfigError(f"model.pooling must be 'avg' or 'max', got {self.pooling!r}")
+        pooled = pool(self.backbone(images, train=train), self.pooling)
         # Embeddings, features and everything downstream (losses, k-means) in float32.
         pooled = pooled_raw = pooled.astype(jnp.float32)
         features = l2_normalize(pooled)
@@ -48,6 +46,25 @@ class Embedder(nn.Module):
             name="head",
         )(pooled)
         return {"embedding": embedding, "features": features, "pooled": pooled_raw}
+
+
+def pool(outputs, pooling: str):
+    """[B, D] from a ResNet's feature map [B, H, W, D] (global average or max) or a ViT's tokens
+    [B, 1 + N, D] ('token': the class token; 'avg' / 'max' over the patch tokens)."""
+    if outputs.ndim == 3 and pooling == "token":
+        return outputs[:, 0]
+    spatial = (1, 2) if outputs.ndim == 4 else 1
+    if outputs.ndim == 3:
+        outputs = outputs[:, 1:]
+    if pooling == "avg":
+        return jnp.mean(outputs, axis=spatial)
+    if pooling == "max":
+        return jnp.max(outputs, axis=spatial)
+    raise ConfigError(f"model.pooling must be one of {list(_POOLINGS[outputs.ndim == 3])}, "
+                      f"got {pooling!r}")
+
+
+_POOLINGS = {False: ("avg", "max"), True: ("token", "avg", "max")}
 
 
 def _uniform(bound):
@@ -67,11 +84,18 @@ def compute_dtype(name: str):
     return jnp.dtype(name).type
 
 
-def check_model_config(model_config) -> None:
+def check_model_config(model_config, image_size: int | None = None) -> None:
     """The `model` keys a run needs, checked before anything loads or is written (the network
-    itself only meets them when it is first applied)."""
-    resnet.make_resnet(model_config.name)
-    choices = {"stem": ("imagenet", "small"), "pooling": ("avg", "max"),
+    itself only meets them when it is first applied); `image_size`, the crop, must tile into
+    a ViT's patches."""
+    name = model_config.name
+    if vit.is_vit(name):
+        vit.make_vit(name, defaults.filled(model_config, "model").vit)
+        if image_size is not None:
+            vit.check_crop(name, image_size)
+    else:
+        resnet.make_resnet(name)
+    choices = {"stem": ("imagenet", "small"), "pooling": _POOLINGS[vit.is_vit(name)],
                "head_init": ("cvpr", "pt_default")}
     for key, allowed in choices.items():
         if model_config[key] not in allowed:
@@ -81,13 +105,17 @@ def check_model_config(model_config) -> None:
 
 def make_embedder(model_config, dtype=jnp.float32) -> Embedder:
     """Builds the network from the `model` section of a config."""
-    backbone = resnet.make_resnet(
-        model_config.name,
-        width=model_config.width,
-        stem=model_config.stem,
-        bn_frozen=model_config.bn_frozen,
-        dtype=dtype,
-    )
+    if vit.is_vit(model_config.name):
+        backbone = vit.make_vit(model_config.name, defaults.filled(model_config, "model").vit,
+                                dtype=dtype)
+    else:
+        backbone = resnet.make_resnet(
+            model_config.name,
+            width=model_config.width,
+            stem=model_config.stem,
+            bn_frozen=model_config.bn_frozen,
+            dtype=dtype,
+        )
     return Embedder(
         backbone=backbone,
         embedding_dim=model_config.embedding_dim,

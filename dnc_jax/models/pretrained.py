@@ -10,15 +10,22 @@ torchvision layout -> ours: `layer{s}.{b}.conv1.weight` [O, I, kh, kw] ->
 `layer{s}_{b}/conv1/kernel` [kh, kw, I, O]; BatchNorm `weight`/`bias` -> params `scale`/`bias`,
 `running_mean`/`running_var` -> batch_stats `mean`/`var`; `downsample.0` / `downsample.1` ->
 `downsample/conv` / `downsample/bn`. The classifier `fc.*` and `num_batches_tracked` are not used.
+(timm's Vision Transformers are mapped by `vit_import`, from the same `read_state_dict`.)
+
+The normalisation a checkpoint expects is in timm's `config.json` (`pretrained_cfg.mean/std`)
+beside the weight file or in the hub repository; when it is there, `check_normalization`
+refuses a run whose `augment.normalization` differs (a silent mismatch costs accuracy).
 """
 from __future__ import annotations
 
+import json
 import os
 
 import flax.traverse_util
 import numpy as np
 
-from dnc_jax.errors import DataError
+from dnc_jax.data import augment
+from dnc_jax.errors import ConfigError, DataError
 
 # torchvision's ImageNet-1k V1 ResNet-50 weights (what the papers fine-tune), published in
 # safetensors form with torchvision's key names.
@@ -157,3 +164,53 @@ def load_backbone(state_dict: dict[str, np.ndarray], backbone_params, backbone_s
 def _torch_shape(shape, leaf):
     return (shape[3], shape[2], shape[0], shape[1]) if leaf == "kernel" and len(shape) == 4 \
         else tuple(shape)
+
+
+# -- the normalisation the weights expect ---------------------------------------------------------------------
+
+def expected_normalization(source: str) -> tuple[tuple, tuple] | None:
+    """(mean, std) from timm's `config.json` next to a weight file or in a hub repository's
+    cache; None when there is none (the user's own file: nothing to check against)."""
+    path = os.path.expanduser(source)
+    if os.path.exists(path):
+        candidate = os.path.join(os.path.dirname(path), "config.json")
+        config_path = candidate if os.path.exists(candidate) else None
+    else:
+        config_path = _cached_hub_config(source)
+    if config_path is None:
+        return None
+    try:
+        with open(config_path) as f:
+            cfg = json.load(f).get("pretrained_cfg", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    if "mean" not in cfg or "std" not in cfg:
+        return None
+    return tuple(float(v) for v in cfg["mean"]), tuple(float(v) for v in cfg["std"])
+
+
+def _cached_hub_config(repo_id: str) -> str | None:
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(repo_id, "config.json")
+    except Exception:  # offline without a cached copy, no such file: nothing to check
+        return None
+
+
+def check_normalization(source: str, normalization: str) -> None:
+    """A ConfigError when the checkpoint says it expects other mean/std than
+    `augment.normalization` gives."""
+    expected = expected_normalization(source)
+    if expected is None:
+        return
+    given = augment.normalization_constants(normalization)
+    if np.allclose(expected, given, atol=1e-4):
+        return
+    match = [name for name in augment.NORMALIZATIONS
+             if np.allclose(expected, augment.normalization_constants(name), atol=1e-4)]
+    advice = (f"set --config.augment.normalization={match[0]}" if match else
+              "no augment.normalization matches it")
+    raise ConfigError(
+        f"augment.normalization={normalization!r} gives mean/std {given}, but {source} expects "
+        f"{expected}: {advice}")

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from dnc_jax.models import head as head_lib
-from dnc_jax.models import pretrained
+from dnc_jax.models import pretrained, vit, vit_import
 
 
 def initial_variables(model, model_config, num_learners: int, rng, image_size: int):
@@ -20,6 +20,9 @@ def initial_variables(model, model_config, num_learners: int, rng, image_size: i
                                         num_learners, model_config.head_init)
     if model_config.pretrained:
         state_dict = pretrained.read_state_dict(model_config.pretrained)
-        params["backbone"], batch_stats["backbone"] = pretrained.load_backbone(
-            state_dict, params["backbone"], batch_stats["backbone"])
+        if vit.is_vit(model_config.name):  # no batch statistics
+            params["backbone"] = vit_import.load_vit_backbone(state_dict, params["backbone"])
+        else:
+            params["backbone"], batch_stats["backbone"] = pretrained.load_backbone(
+                state_dict, params["backbone"], batch_stats["backbone"])
     return params, batch_stats

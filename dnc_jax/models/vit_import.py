@@ -1,0 +1,144 @@
+"""Import timm Vision Transformer weights (DINO, CLIP, ImageNet-21k, ...) into our Flax tree.
+
+The state dict is read as for the ResNet (`pretrained.read_state_dict`: safetensors, npz, pth
+or a Hugging Face hub id such as `timm/vit_small_patch16_224.dino`). timm layout -> ours:
+`blocks.{i}.attn.qkv.weight` [out, in] -> `blocks_{i}/attn/qkv/kernel` [in, out];
+`patch_embed.proj.weight` [D, 3, p, p] -> `patch_embed/proj/kernel` [p, p, 3, D]; LayerNorm
+`weight`/`bias` -> `scale`/`bias`; `cls_token`, `pos_embed` as they are. The classifier
+`head.*` is not used.
+
+A checkpoint made at another resolution has a position-embedding grid of another size: it is
+resampled to the model's grid as timm does when it loads such a checkpoint (bicubic with
+torch's antialiasing, the class token's row kept), see `resample_pos_embed`.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.traverse_util
+import numpy as np
+
+from dnc_jax.errors import ConfigError
+from dnc_jax.models import pretrained
+
+_IGNORED_PREFIXES = ("head.",)
+# Keys of timm ViT variants this layout does not build, and what to say about them.
+_UNSUPPORTED = {
+    "fc_norm.": "a norm after pooling (timm's global_pool='avg' checkpoints)",
+    ".ls1.": "LayerScale (DINOv2, DeiT-III)",
+    "reg_token": "register tokens",
+    "attn.q_norm.": "QK-norm",
+}
+
+
+# -- position embeddings --------------------------------------------------------------------
+
+def _aa_bicubic_weights(in_size: int, out_size: int) -> np.ndarray:
+    """float64 [out, in] weights of torch's antialiased bicubic resize along one axis
+    (`F.interpolate(mode='bicubic', antialias=True, align_corners=False)`): the Keys kernel
+    with a = -0.5, stretched by the scale when shrinking, each row normalised to sum 1."""
+    scale = in_size / out_size
+    support = 2.0 * scale if scale >= 1.0 else 2.0
+    inv_scale = 1.0 / scale if scale >= 1.0 else 1.0
+    weights = np.zeros((out_size, in_size))
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), in_size)
+        x = np.abs((np.arange(lo, hi) - center + 0.5) * inv_scale)
+        w = np.where(x < 1.0, (1.5 * x - 2.5) * x * x + 1.0,
+                     np.where(x < 2.0, (((x - 5.0) * x + 8.0) * x - 4.0) * -0.5, 0.0))
+        total = w.sum()
+        weights[i, lo:hi] = w / total if total != 0 else w
+    return weights
+
+
+def resample_pos_embed(pos_embed: np.ndarray, grid: tuple[int, int],
+                       prefix_tokens: int = 1) -> np.ndarray:
+    """[1, prefix + h*w, D] -> [1, prefix + grid[0]*grid[1], D]: the patch rows resampled as
+    an h x w image (square when the checkpoint's grid is), the prefix (class token) rows kept."""
+    prefix, patches = pos_embed[:, :prefix_tokens], pos_embed[0, prefix_tokens:]
+    side = math.isqrt(patches.shape[0])
+    if side * side != patches.shape[0]:
+        raise ConfigError(f"pos_embed has {patches.shape[0]} patch rows, not a square grid")
+    image = patches.reshape(side, side, -1).astype(np.float64)
+    rows, cols = _aa_bicubic_weights(side, grid[0]), _aa_bicubic_weights(side, grid[1])
+    out = np.einsum("ih,jw,hwd->ijd", rows, cols, image).reshape(1, grid[0] * grid[1], -1)
+    return np.concatenate([prefix, out.astype(pos_embed.dtype)], axis=1)
+
+
+# -- names ----------------------------------------------------------------------------------
+
+def timm_key(flax_path: tuple[str, ...]) -> str:
+    """('blocks_3', 'attn', 'qkv', 'kernel') -> 'blocks.3.attn.qkv.weight'."""
+    *modules, leaf = flax_path
+    parts = []
+    for m in modules:
+        parts += m.split("_", 1) if m.startswith("blocks_") else [m]
+    if not modules:  # cls_token, pos_embed
+        return leaf
+    return ".".join(parts + [{"kernel": "weight", "scale": "weight", "bias": "bias"}[leaf]])
+
+
+def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
+    if leaf == "kernel" and array.ndim == 4:  # conv [O, I, kh, kw] -> [kh, kw, I, O]
+        return array.transpose(2, 3, 1, 0)
+    if leaf == "kernel" and array.ndim == 2:  # Linear [out, in] -> [in, out]
+        return array.T
+    return array
+
+
+def _hints(unknown, missing) -> list[str]:
+    hints = []
+    if "norm_pre.weight" in unknown:
+        hints.append("the checkpoint has a pre-norm (CLIP): set model.vit.pre_norm=True")
+    if "norm_pre.weight" in missing:
+        hints.append("the checkpoint has no pre-norm: set model.vit.pre_norm=False")
+    for marker, what in _UNSUPPORTED.items():
+        if any(marker in k for k in unknown):
+            hints.append(f"{what} is not built by this library's ViT")
+    return hints
+
+
+def load_vit_backbone(state_dict: dict[str, np.ndarray], backbone_params):
+    """New backbone params with every tensor from the timm `state_dict`; the position
+    embeddings resampled when the checkpoint's grid differs from the model's."""
+    flat = flax.traverse_util.flatten_dict(backbone_params)
+    wanted = {timm_key(path): path for path in flat}
+    used = {k for k in state_dict if not k.startswith(_IGNORED_PREFIXES)}
+    unknown = sorted(used - set(wanted))
+    missing = sorted(set(wanted) - set(state_dict))
+    out, misshaped = {}, []
+    for key, path in wanted.items():
+        if key not in state_dict:
+            continue
+        value = _to_flax(state_dict[key], path[-1])
+        target = tuple(flat[path].shape)
+        if key == "pos_embed" and value.shape != target and value.shape[2:] == target[2:]:
+            side = math.isqrt(target[1] - 1)
+            value = resample_pos_embed(value, (side, side))
+        if value.shape != target:
+            misshaped.append(f"{key}: file {state_dict[key].shape}, model expects "
+                             f"{_torch_shape(target, path[-1])}")
+        out[path] = value.astype(np.float32)
+    problems = []
+    if unknown:
+        problems.append(f"unknown keys {unknown}")
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if misshaped:
+        problems.append(f"mis-shaped keys {misshaped}")
+    if problems:
+        hints = _hints(unknown, missing)
+        raise pretrained.WeightImportError(
+            "pretrained weights do not fit model.name: " + "; ".join(problems)
+            + "".join(f" ({h})" for h in hints))
+    return flax.traverse_util.unflatten_dict(out)
+
+
+def _torch_shape(shape, leaf):
+    if leaf == "kernel" and len(shape) == 4:
+        return (shape[3], shape[2], shape[0], shape[1])
+    if leaf == "kernel" and len(shape) == 2:
+        return (shape[1], shape[0])
+    return tuple(shape)
