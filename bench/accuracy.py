@@ -6,6 +6,7 @@ images trained on; wall time) and a plot (R@1 per epoch, one line per setting, s
 
     python bench/accuracy.py                          # the glyph demo set, offline (CPU: ~2 h)
     python bench/accuracy.py --grid=investigate       # K=4 variants: warm-up, interval, ...
+    python bench/accuracy.py --config=configs/demo_vit.py --grid=vit_optim --epochs=10
     python bench/accuracy.py --set data.name=folder --set data.root=/data/mine
     python bench/accuracy.py --gpu_command            # prints the full-size GPU command
 
@@ -139,9 +140,19 @@ def grid(name: str, base) -> list[Setting]:
         for vname, extra in variants.items():
             settings.append(Setting(f"cvpr-K{k}-rr{vname}",
                                     _cvpr(k, "round_robin", "none", b, **extra)))
+    elif name == "vit_optim":
+        # The transformer optimiser options of configs/demo_vit.py, one taken away at a time,
+        # and its K=1 baseline (run with --config=configs/demo_vit.py).
+        settings.append(Setting("vit", {}))
+        settings.append(Setting("vit-adam-coupled", {
+            "optim.algorithm": "adam_coupled", "optim.no_decay_1d": False,
+            "optim.backbone.weight_decay": 1e-5, "optim.head.weight_decay": 1e-5}))
+        settings.append(Setting("vit-no-warmup", {"optim.warmup_steps": 0}))
+        settings.append(Setting("vit-no-clip", {"optim.clip_grad_norm": 0.0}))
+        settings.append(Setting("vit-K1", {"divide.num_learners": 1}))
     else:
         raise SystemExit(f"bench/accuracy.py: unknown --grid={name!r} "
-                         f"(main | investigate | demo | smoke)")
+                         f"(main | investigate | demo | smoke | vit_optim)")
     return settings
 
 
@@ -381,7 +392,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/demo.py", help="base config file")
-    parser.add_argument("--grid", default="main", help="main | investigate | demo | smoke")
+    parser.add_argument("--grid", default="main", help="main | investigate | demo | smoke | vit_optim")
     parser.add_argument("--settings", default="", help="comma-separated setting names to run "
                         "(default: the whole grid); the first of the grid is always the reference")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")

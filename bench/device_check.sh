@@ -21,6 +21,7 @@ run() { local name=$1; shift; echo "== $name: $*"; ( time timeout 240 "$@" ) > "
 run parity python3 bench/torchvision_parity.py --out="$OUT/parity.json"
 run step_bf16 python3 bench/train_step.py --model=resnet50 --batch=640 --dtype=bfloat16
 run step_fp32 python3 bench/train_step.py --model=resnet50 --batch=640 --dtype=float32
+run step_vit_s16 python3 bench/train_step.py --model=vit_s16 --batch=640 --dtype=bfloat16
 run recluster python3 bench/recluster.py
 run evaluate python3 bench/evaluate.py
 run loop python3 bench/loop_overhead.py --epochs=2

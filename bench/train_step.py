@@ -1,6 +1,7 @@
 """Train-step throughput of the embedding network, as images per second.
 
     python bench/train_step.py --model=resnet50 --batch=640 --image_size=224 --dtype=bfloat16
+    python bench/train_step.py --model=vit_s16 --batch=640 --dtype=bfloat16   # configs/vit/
 
 Times the real jitted train step (augmentation, forward, margin loss over K learners, backward,
 Adam) on random uint8 images after a warm-up, and prints one Markdown table row with the device
@@ -24,6 +25,8 @@ from dnc_jax import optim, parallel, steps  # noqa: E402
 from dnc_jax.divide import masks  # noqa: E402
 from dnc_jax.divide import schedule  # noqa: E402
 from dnc_jax.losses import make_loss  # noqa: E402
+from dnc_jax.configs.vit import _recipe as vit_recipe  # noqa: E402
+from dnc_jax.models import vit  # noqa: E402
 from dnc_jax.models.embedder import make_embedder  # noqa: E402
 from dnc_jax.models.variables import initial_variables  # noqa: E402
 
@@ -40,6 +43,8 @@ def main():
     args = p.parse_args()
 
     config = default.get_config()
+    if vit.is_vit(args.model):  # a ViT trains with the ViT configs' optimiser (AdamW, ...)
+        vit_recipe.apply(config, train_images=59551)
     config.model.name = args.model
     config.model.pretrained = ""
     config.augment.image_size = args.image_size

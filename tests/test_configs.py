@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Module names below configs/: 'sop', and the paper configs' 'cvpr.sop', 'pami.sop_learned', ...
 CONFIGS = sorted(
     os.path.relpath(p, os.path.join(REPO, "dnc_jax", "configs"))[:-3].replace(os.sep, ".")
-    for pattern in ("*.py", "cvpr/*.py", "pami/*.py")
+    for pattern in ("*.py", "cvpr/*.py", "pami/*.py", "vit/*.py")
     for p in glob.glob(os.path.join(REPO, "dnc_jax", "configs", pattern))
     if not os.path.basename(p).startswith("_"))  # __init__, helpers such as _unpublished
 
