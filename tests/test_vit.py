@@ -219,11 +219,14 @@ def test_vit_demo_trains_from_scratch_above_the_untrained_network(tmp_path):
     assert last["recall@1"] > 1.3 * untrained["recall@1"]
 
 
-def test_vit_run_with_the_transformer_optimiser_resumes_exactly(tmp_path):
+def test_vit_run_resumes_exactly_and_exports_to_onnx(tmp_path):
     """A run stopped after two epochs resumes to the uninterrupted run's result: the optimiser
     state (AdamW, the warm-up counter inside, clipping around it) round-trips through the
-    checkpoint."""
-    from dnc_jax import train
+    checkpoint. The trained ViT exports to ONNX, normalisation (CLIP's here) included, and
+    onnxruntime gives the embeddings of the trained model."""
+    import onnxruntime as ort
+
+    from dnc_jax import export, restore, train
     from dnc_jax.configs import demo_vit
     from tests.helpers import tiny_config
 
@@ -233,6 +236,7 @@ def test_vit_run_with_the_transformer_optimiser_resumes_exactly(tmp_path):
         c.model, c.optim = vit_demo.model, vit_demo.optim
         c.optim.warmup_steps = 15  # still warming up when the run stops
         c.model.embedding_dim = 16
+        c.augment.normalization = "clip"
         c.data.cache_dir = str(tmp_path / "cache")
         c.num_epochs = epochs
         return c
@@ -242,3 +246,14 @@ def test_vit_run_with_the_transformer_optimiser_resumes_exactly(tmp_path):
     resumed = train.train_and_evaluate(config(3), str(tmp_path / "split"))
     assert resumed["loss"] == pytest.approx(full["loss"], rel=1e-5)
     assert resumed["recall@1"] == pytest.approx(full["recall@1"], abs=1e-6)
+
+    description = export.export_onnx(str(tmp_path / "full"), str(tmp_path / "vit.onnx"))
+    assert description["preprocessing"]["mean"] == list(augment.NORMALIZATIONS["clip"][0])
+    trained = restore.load_trained(str(tmp_path / "full"))
+    views = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    want = np.asarray(trained.embed_fn.embed_views(views))
+    trained.embed_fn.close()
+    session = ort.InferenceSession(str(tmp_path / "vit.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: views})[0]
+    assert np.abs(got - want).max() < 1e-4
