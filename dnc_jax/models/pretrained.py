@@ -131,19 +131,37 @@ def load_backbone(state_dict: dict[str, np.ndarray], backbone_params, backbone_s
             flax.traverse_util.flatten_dict(backbone_params).items()}
     flat.update({("batch_stats",) + k: v for k, v in
                  flax.traverse_util.flatten_dict(backbone_stats).items()})
-    wanted = {torch_key(path[1:], path[0]): path for path in flat}
+    wanted = {torch_key(path[1:], path[0]): (path, tuple(v.shape)) for path, v in flat.items()}
     used = {k for k in state_dict
             if not k.endswith(_IGNORED_SUFFIXES) and not k.startswith(_IGNORED_PREFIXES)}
+    out = map_tensors(state_dict, wanted, used,
+                      convert=lambda key, value, path, shape: _to_flax(value, path[-1]),
+                      file_shape=lambda shape, path: _torch_shape(shape, path[-1]))
+    params = flax.traverse_util.unflatten_dict({p[1:]: v for p, v in out.items()
+                                                if p[0] == "params"})
+    stats = flax.traverse_util.unflatten_dict({p[1:]: v for p, v in out.items()
+                                               if p[0] == "batch_stats"})
+    return params, stats
+
+
+def map_tensors(state_dict, wanted, used, convert, file_shape, hints=None) -> dict:
+    """{model path: float32 array}: each wanted tensor of `state_dict` in the model's layout.
+
+    `wanted`: {file key: (model path, model shape)}; `used`: the file keys the model should
+    take (the rest, e.g. a classifier, is ignored); `convert(key, array, path, shape)`: the
+    array in the model's layout; `file_shape(shape, path)`: the shape the file should have;
+    `hints(unknown, missing)`: advice to append. Every unknown, missing or mis-shaped key is
+    listed in one WeightImportError."""
     unknown = sorted(used - set(wanted))
     missing = sorted(set(wanted) - set(state_dict))
     out, misshaped = {}, []
-    for key, path in wanted.items():
+    for key, (path, shape) in wanted.items():
         if key not in state_dict:
             continue
-        value = _to_flax(state_dict[key], path[-1])
-        if value.shape != tuple(flat[path].shape):
+        value = convert(key, state_dict[key], path, shape)
+        if value.shape != shape:
             misshaped.append(f"{key}: file {state_dict[key].shape}, model expects "
-                             f"{_torch_shape(flat[path].shape, path[-1])}")
+                             f"{file_shape(shape, path)}")
         out[path] = value.astype(np.float32)
     problems = []
     if unknown:
@@ -153,12 +171,10 @@ def load_backbone(state_dict: dict[str, np.ndarray], backbone_params, backbone_s
     if misshaped:
         problems.append(f"mis-shaped keys {misshaped}")
     if problems:
-        raise WeightImportError("pretrained weights do not fit model.name: " + "; ".join(problems))
-    params = flax.traverse_util.unflatten_dict({p[1:]: v for p, v in out.items()
-                                                if p[0] == "params"})
-    stats = flax.traverse_util.unflatten_dict({p[1:]: v for p, v in out.items()
-                                               if p[0] == "batch_stats"})
-    return params, stats
+        advice = hints(unknown, missing) if hints else []
+        raise WeightImportError("pretrained weights do not fit model.name: "
+                                + "; ".join(problems) + "".join(f" ({h})" for h in advice))
+    return out
 
 
 def _torch_shape(shape, leaf):

@@ -104,36 +104,20 @@ def load_vit_backbone(state_dict: dict[str, np.ndarray], backbone_params):
     """New backbone params with every tensor from the timm `state_dict`; the position
     embeddings resampled when the checkpoint's grid differs from the model's."""
     flat = flax.traverse_util.flatten_dict(backbone_params)
-    wanted = {timm_key(path): path for path in flat}
+    wanted = {timm_key(path): (path, tuple(v.shape)) for path, v in flat.items()}
     used = {k for k in state_dict if not k.startswith(_IGNORED_PREFIXES)}
-    unknown = sorted(used - set(wanted))
-    missing = sorted(set(wanted) - set(state_dict))
-    out, misshaped = {}, []
-    for key, path in wanted.items():
-        if key not in state_dict:
-            continue
-        value = _to_flax(state_dict[key], path[-1])
-        target = tuple(flat[path].shape)
-        if key == "pos_embed" and value.shape != target and value.shape[2:] == target[2:]:
-            side = math.isqrt(target[1] - 1)
-            value = resample_pos_embed(value, (side, side))
-        if value.shape != target:
-            misshaped.append(f"{key}: file {state_dict[key].shape}, model expects "
-                             f"{_torch_shape(target, path[-1])}")
-        out[path] = value.astype(np.float32)
-    problems = []
-    if unknown:
-        problems.append(f"unknown keys {unknown}")
-    if missing:
-        problems.append(f"missing keys {missing}")
-    if misshaped:
-        problems.append(f"mis-shaped keys {misshaped}")
-    if problems:
-        hints = _hints(unknown, missing)
-        raise pretrained.WeightImportError(
-            "pretrained weights do not fit model.name: " + "; ".join(problems)
-            + "".join(f" ({h})" for h in hints))
+    out = pretrained.map_tensors(state_dict, wanted, used, convert=_convert,
+                                 file_shape=lambda shape, path: _torch_shape(shape, path[-1]),
+                                 hints=_hints)
     return flax.traverse_util.unflatten_dict(out)
+
+
+def _convert(key, value, path, shape):
+    value = _to_flax(value, path[-1])
+    if key == "pos_embed" and value.shape != shape and value.shape[2:] == shape[2:]:
+        side = math.isqrt(shape[1] - 1)
+        value = resample_pos_embed(value, (side, side))
+    return value
 
 
 def _torch_shape(shape, leaf):
