@@ -30,6 +30,20 @@ def sop_like_labels(n, rng):
     return labels
 
 
+def mixture(n, dim, num_centers, rng, chunk=65536):
+    """float32 [n, dim] L2-normalised Gaussian mixture, built in chunks: the bench's own host
+    memory stays one copy of the features (float64 temporaries of the whole matrix would be
+    twice it and dwarf what reclustering itself holds)."""
+    centers = rng.standard_normal((num_centers, dim), np.float32)
+    x = np.empty((n, dim), np.float32)
+    for lo in range(0, n, chunk):
+        part = x[lo:lo + chunk]
+        part[...] = centers[rng.integers(0, num_centers, len(part))]
+        part += rng.standard_normal(part.shape, np.float32)
+        part /= np.linalg.norm(part, axis=1, keepdims=True)
+    return x
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=60000)
@@ -41,11 +55,7 @@ def main():
 
     rng = np.random.default_rng(0)
     labels = sop_like_labels(args.n, rng)
-    centers = rng.normal(size=(args.k * 4, args.dim)).astype(np.float32)
-    x = centers[rng.integers(0, len(centers), args.n)] + rng.normal(
-        size=(args.n, args.dim)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    x = jax.device_put(x)
+    x = jax.device_put(mixture(args.n, args.dim, args.k * 4, rng))
     previous = rng.integers(0, args.k, args.n)
 
     def once(key):

@@ -8,8 +8,9 @@ excluded) or `bench/evaluate.py` (exact leave-one-out R@1/10/100/1000 and MAP@R 
 embeddings); its peak resident memory is the child's (`getrusage`), which on the CPU is also
 the device's. Points not measured are extrapolated from the last two measured ones by the
 growth law the algorithm has (k-means: linear in N; exact retrieval: quadratic), and labelled
-"extrapolated". `--embed_images_per_s` adds the embedding pass at a measured eval throughput
-(e.g. the GPU's), for the "included" column. Prints one Markdown table.
+"extrapolated". `--embed_images_per_s` adds the embedding pass at a measured throughput
+(`bench/train_step.py --embed`: ResNet-50's eval forward pass on the device at hand), for the
+"with the embedding pass" column. Prints one Markdown table.
 """
 from __future__ import annotations
 
