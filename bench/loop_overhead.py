@@ -1,6 +1,8 @@
 """Loop overhead: images/s of whole training epochs over images/s of the bare jitted step.
 
     python bench/loop_overhead.py [--config=demo] [--epochs=2] [--set key=value ...]
+    python bench/loop_overhead.py --like=sop_scale --set data.root=/tmp/fake_sop   # SOP's size
+    python bench/loop_overhead.py --profile        # + where the loop's host time goes
 
 One run, one model, one batch size, one device set. The *loop* is `Trainer.train_epoch` as
 training runs it (sampler plan, gather of the batch rows, placement on the devices, host-cut
@@ -9,10 +11,21 @@ progress bar off); the *bare step* is the same compiled step called back to back
 already on the devices. Both after a warm-up epoch that compiles everything, at the config's
 first divide phase (K learners). Prints one Markdown row for BENCHMARKS.md: machine, versions,
 command, both throughputs and their ratio (1.0 = the loop costs nothing beyond its step).
+
+`--like=sop_scale` takes `bench/sop_scale.py`'s run (configs/sop.py with the overrides that
+script prints) on the fake SOP it writes: 59,551 JPEGs cut by worker processes, 640 a step.
+`--profile` then trains one more epoch under cProfile and prints, for the main process, the
+seconds spent in each part of the loop (waiting on the view workers, box draws, placement,
+dispatching the step, reading the metrics back, which is where the host waits for the device),
+and the CPU time of the main process and of the view workers, as a second table.
+`--split_cores` puts the device (XLA's CPU threads) on the first half of the cores and the view
+workers on the rest: on a CPU the "device" otherwise computes on the very cores that decode
+the images, which a GPU host does not; the bare step then runs on that half too.
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
 import platform
 import sys
@@ -20,7 +33,24 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+
+def split_cores() -> tuple[set, set]:
+    """(device cores, view-worker cores): the first half of this process's cores, the rest."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit("--split_cores needs at least 2 cores")
+    half = len(cores) // 2
+    return set(cores[:half]), set(cores[half:])
+
+
+# Before JAX starts: XLA's CPU thread pool is sized by the cores this process may run on. (Not
+# in the spawned view workers, which import this module as __mp_main__.)
+SPLIT = split_cores() if __name__ == "__main__" and "--split_cores" in sys.argv else None
+if SPLIT:
+    os.sched_setaffinity(0, SPLIT[0])
+
 import jax  # noqa: E402
+import pstats  # noqa: E402
 
 from dnc_jax import api, feed, parallel  # noqa: E402
 from dnc_jax.data import sampler as sampler_lib  # noqa: E402
@@ -38,6 +68,84 @@ def _value(text):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
+def like_sop_scale() -> tuple[str, dict]:
+    """configs/sop.py and the overrides bench/sop_scale.py prints, as get_config arguments."""
+    import sop_scale
+
+    overrides = {}
+    for flag in sop_scale.OVERRIDES:
+        key, value = flag.removeprefix("--config.").split("=", 1)
+        overrides[key] = _value(value)
+    return "sop", overrides
+
+
+# The loop's parts, as (label, cProfile's function names that own its time in the main
+# process). Cumulative times, so a part includes what it calls.
+LOOP_PARTS = (
+    ("waiting on the view workers (and the copy out of their buffer)", ("_collect",)),
+    ("crop boxes", ("random_resized_crop_boxes",)),
+    ("sampler plan", ("epoch",)),
+    ("placement on the devices", ("put_rows", "put_local", "put_replicated")),
+    # On an asynchronous device this is where the host waits for the step to finish.
+    ("metrics read back (device_get: waits for the device)", ("drain",)),
+    ("dispatching the jitted step", ("dispatch_step",)),
+)
+
+
+def profile_table(profile: cProfile.Profile, loop_s: float, cpu) -> str:
+    stats = pstats.Stats(profile).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+    rows = ["| part of the loop (main process) | seconds | of the loop |", "|---|---|---|"]
+    for label, names in LOOP_PARTS:
+        seconds = sum(ct for (file, _, name), (_, _, _, ct, _) in stats.items()
+                      if name in names and ("dnc_jax" in file or "loop_overhead" in file))
+        rows.append(f"| {label} | {seconds:.2f} | {seconds / loop_s:.1%} |")
+    rows.append(f"| the profiled epoch | {loop_s:.2f} | 100.0% |")
+    rows.append(f"| CPU time of the main process (its XLA threads included) | {cpu[0]:.2f} | "
+                f"{cpu[0] / loop_s:.1%} |")
+    rows.append(f"| CPU time of the view workers, all together | {cpu[1]:.2f} | "
+                f"{cpu[1] / loop_s:.1%} |")
+    return "\n".join(rows)
+
+
+def worker_pids(trainer) -> list[int]:
+    executor = trainer.loader._executor
+    return [] if executor is None else list(executor._processes)
+
+
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds of processes so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def profiled_epoch(trainer, state, sampler, epoch, arrays, rng):
+    """One training epoch under cProfile: (state, profile, seconds)."""
+    jitted = trainer.train_step
+
+    def dispatch_step(*step_args):  # a Python frame around the jitted call, which cProfile
+        return jitted(*step_args)   # does not see by itself
+
+    trainer.train_step = dispatch_step
+    profile = cProfile.Profile()
+    workers = worker_pids(trainer)
+    cpu0 = time.process_time(), cpu_seconds(workers)
+    t0 = time.perf_counter()
+    profile.enable()
+    try:
+        state, _, _ = trainer.train_epoch(state, sampler, epoch, arrays, rng)
+        jax.block_until_ready(state)
+    finally:
+        profile.disable()
+        trainer.train_step = jitted
+    seconds = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0[0], cpu_seconds(workers) - cpu0[1]
+    return state, profile, seconds, cpu
+
+
 def first_divide_epoch(config) -> int:
     return next(e for e in range(config.num_epochs)
                 if schedule.phase(config.divide, e).num_learners == config.divide.num_learners)
@@ -47,10 +155,21 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--config", default="demo")
     p.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up)")
+    p.add_argument("--like", choices=["sop_scale"], default=None,
+                   help="sop_scale: bench/sop_scale.py's run (give --set data.root=...)")
+    p.add_argument("--profile", action="store_true",
+                   help="also print where the main process spends the timed epochs")
+    p.add_argument("--split_cores", action="store_true",
+                   help="the device (XLA) on the first half of the cores, the view workers on "
+                        "the rest, as on a GPU host where the step does not share the host's "
+                        "cores; the bare step runs on the same half")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
-    config = api.get_config(args.config, progress=False,
-                            **{k: _value(v) for k, v in (s.split("=", 1) for s in args.set)})
+    if args.split_cores:
+        args.set.append(f"data.view_workers={len(SPLIT[1])}")
+    name, overrides = like_sop_scale() if args.like else (args.config, {})
+    overrides.update({k: _value(v) for k, v in (s.split("=", 1) for s in args.set)})
+    config = api.get_config(name, **{**overrides, "progress": False})
     from dnc_jax import defaults
 
     config = defaults.complete(config)
@@ -70,6 +189,9 @@ def main():
             method=config.divide.schedule)
         rng = jax.random.key(2)
         state, _, _ = trainer.train_epoch(state, sampler, epoch, arrays, rng)  # compiles
+        if args.split_cores:  # the workers started in the warm-up, on the device's cores
+            for pid in worker_pids(trainer):
+                os.sched_setaffinity(pid, SPLIT[1])
 
         steps = 0
         t0 = time.perf_counter()
@@ -78,6 +200,11 @@ def main():
             steps += len(history)
         jax.block_until_ready(state)
         loop_s = time.perf_counter() - t0
+
+        profile = None
+        if args.profile:  # one more epoch, profiled apart so the ratio above is unperturbed
+            state, profile, profiled_s, cpu = profiled_epoch(
+                trainer, state, sampler, epoch + 1 + args.epochs, arrays, rng)
 
         batch = next(iter(feed.train_batches(
             trainer.train_set, sampler.epoch(epoch), config.data.batch_size, mesh,
@@ -101,6 +228,9 @@ def main():
           f"{platform.python_version()}, jax {jax.__version__}) | `{command}` | "
           f"{config.model.name} batch {b}, {steps} steps | {loop:.0f} | {bare:.0f} | "
           f"{loop / bare:.3f} |")
+    if profile:
+        print()
+        print(profile_table(profile, profiled_s, cpu))
 
 
 if __name__ == "__main__":
