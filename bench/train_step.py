@@ -5,7 +5,13 @@
 
 Times the real jitted train step (augmentation, forward, margin loss over K learners, backward,
 Adam) on random uint8 images after a warm-up, and prints one Markdown table row with the device
-name, for BENCHMARKS.md.
+name, for BENCHMARKS.md. `--input=views` (the default) feeds what training on image files
+feeds: crops already cut on the host at the network's size, only flipped and normalised in the
+step; `--input=rows` feeds 256 px rows cropped on the device (the glyph arrays' path).
+`--embed` times the embedding pass instead (eval views, forward only, embedding + features to
+the host), the pass that precedes every reclustering and evaluation.
+
+    python bench/train_step.py --model=resnet50 --batch=256 --embed   # bench/scaling.py's rate
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dnc_jax.configs import default  # noqa: E402
-from dnc_jax import optim, parallel, steps  # noqa: E402
+from dnc_jax import embedding, optim, parallel, steps  # noqa: E402
 from dnc_jax.divide import masks  # noqa: E402
 from dnc_jax.divide import schedule  # noqa: E402
 from dnc_jax.losses import make_loss  # noqa: E402
@@ -40,6 +46,11 @@ def main():
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     p.add_argument("--learners", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--input", default="views", choices=["views", "rows"],
+                   help="views: host-cut crops (image files); rows: 256 px rows cropped on "
+                        "the device (arrays)")
+    p.add_argument("--embed", action="store_true",
+                   help="time the embedding pass (eval, forward only) instead of the step")
     args = p.parse_args()
 
     config = default.get_config()
@@ -50,6 +61,8 @@ def main():
     config.augment.image_size = args.image_size
     mesh = parallel.make_mesh()
     model = make_embedder(config.model, jnp.dtype(args.dtype).type)
+    if args.embed:
+        return embed_pass(args, config, model, mesh)
     optimizer = optim.make_optimizer(config.optim)
     loss_fn = make_loss(config.loss, args.learners, config.data.samples_per_class)
     step = jax.jit(steps.make_train_step(model, optimizer, loss_fn, config.augment),
@@ -61,9 +74,15 @@ def main():
 
     b, m = args.batch, config.data.samples_per_class
     rng = np.random.default_rng(0)
+    if args.input == "views":
+        pixels = {"views": rng.integers(0, 256, (b, args.image_size, args.image_size, 3),
+                                        np.uint8)}
+    else:
+        pixels = {"images": rng.integers(0, 256, (b, args.cache_size, args.cache_size, 3),
+                                         np.uint8),
+                  "sizes": np.tile(np.array([[375, 500]], np.int32), (b, 1))}
     batch = parallel.put_batch({
-        "images": rng.integers(0, 256, (b, args.cache_size, args.cache_size, 3), np.uint8),
-        "sizes": np.tile(np.array([[375, 500]], np.int32), (b, 1)),
+        **pixels,
         "labels": np.repeat(np.arange(b // m), m).astype(np.int32),
         "learners": (np.arange(b) * args.learners // b).astype(np.int32),
         "valid": np.ones(b, bool),
@@ -87,8 +106,33 @@ def main():
     per_step = (time.perf_counter() - t0) / args.steps
     device = jax.devices()[0].device_kind
     print(f"| {device} x{jax.device_count()} | {args.model} | {args.dtype} | {b} | "
-          f"{args.image_size} | {per_step * 1e3:.1f} ms | {b / per_step:.0f} | "
+          f"{args.image_size} | {args.input} | {per_step * 1e3:.1f} ms | {b / per_step:.0f} | "
           f"{compile_s:.1f} s |")
+
+
+def embed_pass(args, config, model, mesh):
+    """Images/s of the embedding pass on host-cut eval views, outputs fetched as training does."""
+    params, stats = initial_variables(model, config.model, args.learners, jax.random.key(0),
+                                      args.image_size)
+    params, stats = parallel.put_replicated((params, stats), mesh)
+    config.divide.num_learners = args.learners
+    slices = parallel.put_replicated(
+        masks.phase_arrays(config, schedule.phase(config.divide, 0))["slices"], mesh)
+    step = jax.jit(embedding.make_embed_step(model, config.augment, host_cut=True))
+    rng = np.random.default_rng(0)
+    views = parallel.put_batch(
+        rng.integers(0, 256, (args.batch, args.image_size, args.image_size, 3), np.uint8), mesh)
+    t0 = time.perf_counter()
+    jax.device_get(step(params, stats, views, None, slices))
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        jax.device_get(step(params, stats, views, None, slices))
+    per_batch = (time.perf_counter() - t0) / args.steps
+    device = jax.devices()[0].device_kind
+    print(f"| {device} x{jax.device_count()} | {args.model} | {args.dtype} | {args.batch} | "
+          f"{args.image_size} | embedding pass | {per_batch * 1e3:.1f} ms | "
+          f"{args.batch / per_batch:.0f} | {compile_s:.1f} s |")
 
 
 if __name__ == "__main__":
