@@ -40,7 +40,8 @@ run loop python3 bench/loop_overhead.py --epochs=2
 # SOP's size through the whole loop: 59,551 JPEGs cut by one view worker per core, ResNet-50.
 run sop_data python3 bench/sop_scale.py --root=/tmp/fake_sop --workers=16
 run loop_sop python3 bench/loop_overhead.py --like=sop_scale --set data.root=/tmp/fake_sop \
-  --epochs=1 --profile --set model.name=resnet50 --set augment.image_size=224 \
+  --epochs=1 --profile --set model.name=resnet50 --set model.width=64 \
+  --set augment.image_size=224 --set augment.eval_crop_fraction=0.875 \
   --set dtype=bfloat16
 run torch_step python3 bench/torch_step.py --batch=80
 run torch_step_bf16 python3 bench/torch_step.py --batch=640 --dtype=bfloat16 --peak_tflops=989
