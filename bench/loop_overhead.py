@@ -28,6 +28,7 @@ import argparse
 import cProfile
 import os
 import platform
+import pstats
 import sys
 import time
 
@@ -50,7 +51,6 @@ if SPLIT:
     os.sched_setaffinity(0, SPLIT[0])
 
 import jax  # noqa: E402
-import pstats  # noqa: E402
 
 from dnc_jax import api, feed, parallel  # noqa: E402
 from dnc_jax.data import sampler as sampler_lib  # noqa: E402
@@ -108,7 +108,8 @@ def profile_table(profile: cProfile.Profile, loop_s: float, cpu) -> str:
 
 
 def worker_pids(trainer) -> list[int]:
-    executor = trainer.loader._executor
+    """The view workers' process ids (none for arrays, whose crops the device cuts)."""
+    executor = trainer.loader._executor if trainer.loader is not None else None
     return [] if executor is None else list(executor._processes)
 
 
@@ -123,7 +124,8 @@ def cpu_seconds(pids) -> float:
 
 
 def profiled_epoch(trainer, state, sampler, epoch, arrays, rng):
-    """One training epoch under cProfile: (state, profile, seconds)."""
+    """One training epoch under cProfile: (state, profile, seconds, (CPU seconds of this
+    process, of the view workers))."""
     jitted = trainer.train_step
 
     def dispatch_step(*step_args):  # a Python frame around the jitted call, which cProfile
