@@ -7,9 +7,11 @@
 # and evaluation at SOP scale and their growth to 1M, the loop overhead on the demo and at SOP
 # scale with ResNet-50 (profiled), the input pipeline (with the official path beside ours), and
 # a short real training run of the demo config on the GPU. All of it may not fit one device
-# call of 10 minutes: name the checks to split them, e.g.
-#   bash bench/device_check.sh parity step_bf16 step_fp32 torch_step torch_step_bf16 embed_bf16 scaling
-#   bash bench/device_check.sh loop sop_data loop_sop input demo recluster evaluate
+# call of 10 minutes: name the checks to split them, the bars first, e.g.
+#   bash bench/device_check.sh parity step_bf16 step_fp32 torch_step torch_step_bf16 \
+#     embed_bf16 sop_data loop_sop evaluate
+#   bash bench/device_check.sh step_bf16_b256 step_vit_s16 embed_bf16 recluster loop input \
+#     scaling demo
 set -uo pipefail
 OUT=${OUT:-device_out}
 mkdir -p "$OUT"
