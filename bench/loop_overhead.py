@@ -70,8 +70,12 @@ def _value(text):
 
 def like_sop_scale() -> tuple[str, dict]:
     """configs/sop.py and the overrides bench/sop_scale.py prints, as get_config arguments."""
-    import sop_scale
+    import importlib.util
 
+    spec = importlib.util.spec_from_file_location(
+        "sop_scale", os.path.join(os.path.dirname(os.path.abspath(__file__)), "sop_scale.py"))
+    sop_scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sop_scale)
     overrides = {}
     for flag in sop_scale.OVERRIDES:
         key, value = flag.removeprefix("--config.").split("=", 1)

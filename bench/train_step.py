@@ -111,29 +111,25 @@ def main():
 
 
 def embed_pass(args, config, model, mesh):
-    """Images/s of the embedding pass on host-cut eval views, outputs fetched as training does."""
+    """Images/s of the embedding pass (`EmbeddingPass.views`: the evaluation's pass, embeddings
+    fetched one batch late) over `--steps` batches of host-cut eval views."""
     params, stats = initial_variables(model, config.model, args.learners, jax.random.key(0),
                                       args.image_size)
-    params, stats = parallel.put_replicated((params, stats), mesh)
     config.divide.num_learners = args.learners
-    slices = parallel.put_replicated(
-        masks.phase_arrays(config, schedule.phase(config.divide, 0))["slices"], mesh)
-    step = jax.jit(embedding.make_embed_step(model, config.augment, host_cut=True))
-    rng = np.random.default_rng(0)
-    views = parallel.put_batch(
-        rng.integers(0, 256, (args.batch, args.image_size, args.image_size, 3), np.uint8), mesh)
+    slices = masks.phase_arrays(config, schedule.phase(config.divide, 0))["slices"]
+    pass_ = embedding.EmbeddingPass(model, config, mesh, batch_size=args.batch)
+    views = np.random.default_rng(0).integers(
+        0, 256, (args.steps * args.batch, args.image_size, args.image_size, 3), np.uint8)
     t0 = time.perf_counter()
-    jax.device_get(step(params, stats, views, None, slices))
+    pass_.views((params, stats), views[:args.batch], slices)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for _ in range(args.steps):
-        jax.device_get(step(params, stats, views, None, slices))
+    pass_.views((params, stats), views, slices)
     per_batch = (time.perf_counter() - t0) / args.steps
     device = jax.devices()[0].device_kind
     print(f"| {device} x{jax.device_count()} | {args.model} | {args.dtype} | {args.batch} | "
           f"{args.image_size} | embedding pass | {per_batch * 1e3:.1f} ms | "
           f"{args.batch / per_batch:.0f} | {compile_s:.1f} s |")
-
 
 if __name__ == "__main__":
     main()

@@ -6,18 +6,29 @@ rows would time another k-means.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench"))
+from dnc_jax import api, defaults
 
-import loop_overhead  # noqa: E402
-import recluster as recluster_bench  # noqa: E402
-import sop_scale  # noqa: E402
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
-from dnc_jax import api, defaults  # noqa: E402
+
+def bench_module(name):
+    """A bench script as a module, loaded from its path (bench/ is not put on sys.path, where
+    its recluster.py or evaluate.py would shadow other modules for the whole session)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}",
+                                                  os.path.join(BENCH, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+loop_overhead = bench_module("loop_overhead")
+recluster_bench = bench_module("recluster")
+sop_scale = bench_module("sop_scale")
 
 
 def test_like_sop_scale_applies_every_override_of_the_printed_command():
