@@ -31,14 +31,31 @@ def directory(workdir: str, kind: str = LATEST) -> str:
     return os.path.join(workdir, kind)
 
 
+def barrier_prefix(directory: str) -> str:
+    """The prefix of a checkpoint folder's multi-process barrier names: its own name, the same
+    on every process and different for every folder of a run."""
+    return "dnc_jax_" + re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(os.path.normpath(directory)))
+
+
 class Checkpointer:
     """The checkpoints of one folder; each save names what it is (epoch end, inside an epoch,
-    best on the test set), and its meta is written here only."""
+    best on the test set), and its meta is written here only.
+
+    In a run of several processes every save is a collective: orbax's processes meet at
+    barriers named after the step saved. Two folders saving the same step (the epoch end and
+    the best-on-test copy of one epoch) would meet at one barrier name, which the
+    coordination service refuses ("already ongoing") and the save then times out on one
+    process. So each folder's barriers carry the folder's name as their prefix.
+    """
 
     def __init__(self, directory: str, keep: int = 2):
+        directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(
-            os.path.abspath(directory),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+            directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(
+                    barrier_sync_key_prefix=barrier_prefix(directory))))
 
     def save_epoch_end(self, state, assignment, epoch: int) -> None:
         """After `epoch`'s last step: resuming starts the next epoch."""
@@ -90,6 +107,11 @@ class Checkpointer:
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for the saves in flight, then stops the manager's threads."""
+        self.manager.wait_until_finished()
+        self.manager.close()
 
 
 def restore_network(checkpoint_dir: str, params_template, stats_template, mesh):

@@ -239,15 +239,27 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) 
 
 
 def _train(config, workdir, trainer, stop):
-    writer = logs.MetricsWriter(workdir)
-    board = logs.Board(workdir)
-    init_rng, train_rng, cluster_rng = jax.random.split(jax.random.key(config.seed), 3)
-    state = trainer.init_state(init_rng)
     ckpt = checkpoint_lib.Checkpointer(checkpoint_lib.directory(workdir),
                                        keep=config.checkpoint.keep)
     best_ckpt = (checkpoint_lib.Checkpointer(
         checkpoint_lib.directory(workdir, checkpoint_lib.BEST_ON_TEST), keep=1)
         if config.checkpoint.keep_best_on_test else None)
+    try:
+        return _train_loop(config, workdir, trainer, stop, ckpt, best_ckpt)
+    finally:
+        # Every way out, a stop included, waits for the saves still being written in the
+        # background: a process that exited under one would leave it half written (and, with
+        # several processes, the others waiting for it at the save's barrier).
+        for checkpointer in (ckpt, best_ckpt):
+            if checkpointer is not None:
+                checkpointer.close()
+
+
+def _train_loop(config, workdir, trainer, stop, ckpt, best_ckpt):
+    writer = logs.MetricsWriter(workdir)
+    board = logs.Board(workdir)
+    init_rng, train_rng, cluster_rng = jax.random.split(jax.random.key(config.seed), 3)
+    state = trainer.init_state(init_rng)
     restored = ckpt.restore_latest(state, len(trainer.train_set))
     if logs.is_main_process():
         with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -334,8 +346,6 @@ def _train(config, workdir, trainer, stop):
                      f"command to resume.")
             return record
     ckpt.wait()
-    if best_ckpt is not None:
-        best_ckpt.wait()
     board.close()
     reporting.final_summary(writer.read(), workdir)
     return record
