@@ -8,8 +8,9 @@
 # scale with ResNet-50 (profiled), the input pipeline (with the official path beside ours), and
 # a short real training run of the demo config on the GPU. All of it may not fit one device
 # call of 10 minutes: name the checks to split them, the issue's bars first, e.g.
-#   bash bench/device_check.sh parity step_bf16 step_fp32 torch_step torch_step_bf16 \
-#     embed_bf16 sop_data loop_sop evaluate
+#   bash bench/device_check.sh step_rr step_fused step_bf16 torch_step sop_data loop_sop_default
+#   bash bench/device_check.sh parity step_fp32 torch_step_bf16 \
+#     embed_bf16 loop_sop evaluate
 #   bash bench/device_check.sh step_bf16_b256 step_vit_s16 embed_bf16 recluster loop input \
 #     scaling demo
 set -uo pipefail
@@ -25,12 +26,17 @@ nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 # `bash bench/device_check.sh NAME ...` runs only the checks named (e.g. to split the checks
 # over two device calls of at most 10 minutes each); no names: all of them.
 ONLY=" $* "
-run() {
+run() {  # TIMEOUT=S run NAME CMD...: each check has 240 s unless TIMEOUT says otherwise
   local name=$1; shift
   if [ "$ONLY" != "  " ] && [[ "$ONLY" != *" $name "* ]]; then return; fi
-  echo "== $name: $*"; ( time timeout 240 "$@" ) > "$OUT/$name.txt" 2>&1; tail -3 "$OUT/$name.txt"
+  echo "== $name: $*"
+  ( time timeout "${TIMEOUT:-240}" "$@" ) > "$OUT/$name.txt" 2>&1; tail -4 "$OUT/$name.txt"
 }
 run parity python3 bench/torchvision_parity.py --out="$OUT/parity.json"
+# Every schedule's step: the papers' round robin at 80 images a learner step, one call a step
+# and a round of 8 in one call (the configs' default), and joint at 8 x 80 (step_bf16).
+run step_rr python3 bench/train_step.py --schedule=round_robin --batch=80 --steps=80
+run step_fused python3 bench/train_step.py --schedule=fused --batch=80 --steps=80
 run step_bf16 python3 bench/train_step.py --model=resnet50 --batch=640 --dtype=bfloat16
 run step_bf16_b256 python3 bench/train_step.py --model=resnet50 --batch=256 --dtype=bfloat16
 run step_fp32 python3 bench/train_step.py --model=resnet50 --batch=640 --dtype=float32
@@ -45,6 +51,12 @@ run loop_sop python3 bench/loop_overhead.py --like=sop_scale --set data.root=/tm
   --epochs=1 --profile --set model.name=resnet50 --set model.width=64 \
   --set augment.image_size=224 --set augment.eval_crop_fraction=0.875 \
   --set dtype=bfloat16
+# The default config (configs/sop.py: round robin, 80 a step, 8 learners) on the fake SOP with
+# a round of 8 steps a call, and one call a step beside it (--compare_calls): decides whether
+# steps_per_call=0 (a round a call) should be the GPU's default.
+TIMEOUT=400 run loop_sop_default python3 bench/loop_overhead.py --config=sop \
+  --set data.root=/tmp/fake_sop --set model.pretrained= --set dtype=bfloat16 --epochs=1 \
+  --set steps_per_call=0 --compare_calls
 run torch_step python3 bench/torch_step.py --batch=80
 run torch_step_bf16 python3 bench/torch_step.py --batch=640 --dtype=bfloat16 --peak_tflops=989
 run input python3 bench/input_pipeline.py --workers=0,16

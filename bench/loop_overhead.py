@@ -3,6 +3,7 @@
     python bench/loop_overhead.py [--config=demo] [--epochs=2] [--set key=value ...]
     python bench/loop_overhead.py --like=sop_scale --set data.root=/tmp/fake_sop   # SOP's size
     python bench/loop_overhead.py --profile        # + where the loop's host time goes
+    python bench/loop_overhead.py --compare_calls --set steps_per_call=0  # call a step vs round
 
 One run, one model, one batch size, one device set. The *loop* is `Trainer.train_epoch` as
 training runs it (sampler plan, gather of the batch rows, placement on the devices, host-cut
@@ -18,6 +19,9 @@ script prints) on the fake SOP it writes: 59,551 JPEGs cut by worker processes, 
 seconds spent in each part of the loop (waiting on the view workers, box draws, placement,
 dispatching the step, reading the metrics back, which is where the host waits for the device),
 and the CPU time of the main process and of the view workers, as a second table.
+`--compare_calls` times the loop twice more, alternating, with one compiled call per step
+(`steps_per_call=1`) and with the config's calls of several steps (`steps_per_call`; 0 is one
+round of learners), and prints the second's img/s over the first's as another table.
 `--split_cores` puts the device (XLA's CPU threads) on the first half of the cores and the view
 workers on the rest: on a CPU the "device" otherwise computes on the very cores that decode
 the images, which a GPU host does not; the bare step then runs on that half too.
@@ -152,6 +156,29 @@ def profiled_epoch(trainer, state, sampler, epoch, arrays, rng):
     return state, profile, seconds, cpu
 
 
+def compare_calls(trainer, state, sampler, first_epoch, arrays, rng, epochs) -> dict:
+    """img/s of the loop with one call per step and with `trainer.steps_per_call` steps per
+    call, epochs alternating between the two so that drifts of the machine hit both alike."""
+    fused = trainer.steps_per_call
+    if fused == 1:
+        raise SystemExit("--compare_calls: the config makes one call per step; give "
+                         "--set steps_per_call=N (N > 1) or a round_robin config")
+    seconds, images, epoch = {1: 0.0, fused: 0.0}, {1: 0, fused: 0}, first_epoch
+    # One untimed epoch each first: the one-step function compiles for whole epochs only here.
+    for n in (1, fused, 1, fused) * epochs:
+        trainer.steps_per_call = n
+        t0 = time.perf_counter()
+        state, history, _ = trainer.train_epoch(state, sampler, epoch, arrays, rng)
+        jax.block_until_ready(state)
+        if epoch >= first_epoch + 2:
+            seconds[n] += time.perf_counter() - t0
+            images[n] += len(history) * trainer.config.data.batch_size
+        epoch += 1
+    trainer.steps_per_call = fused
+    return {"state": state, "epochs": epochs * 2 - 1,
+            "rates": {n: images[n] / seconds[n] for n in seconds}}
+
+
 def first_divide_epoch(config) -> int:
     return next(e for e in range(config.num_epochs)
                 if schedule.phase(config.divide, e).num_learners == config.divide.num_learners)
@@ -169,6 +196,9 @@ def main():
                    help="the device (XLA) on the first half of the cores, the view workers on "
                         "the rest, as on a GPU host where the step does not share the host's "
                         "cores; the bare step runs on the same half")
+    p.add_argument("--compare_calls", action="store_true",
+                   help="also time the loop with one call per step against the config's "
+                        "steps per call (alternating, 2 x --epochs each)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     if args.split_cores:
@@ -207,6 +237,12 @@ def main():
         jax.block_until_ready(state)
         loop_s = time.perf_counter() - t0
 
+        calls = None
+        if args.compare_calls:
+            calls = compare_calls(trainer, state, sampler, epoch + 1 + args.epochs, arrays, rng,
+                                  args.epochs)
+            state = calls.pop("state")
+
         profile = None
         if args.profile:  # one more epoch, profiled apart so the ratio above is unperturbed
             state, profile, profiled_s, cpu = profiled_epoch(
@@ -234,6 +270,14 @@ def main():
           f"{platform.python_version()}, jax {jax.__version__}) | `{command}` | "
           f"{config.model.name} batch {b}, {steps} steps | {loop:.0f} | {bare:.0f} | "
           f"{loop / bare:.3f} |")
+    if calls:
+        print()
+        print("| steps per call | img/s (loop) | epochs timed |")
+        print("|---|---|---|")
+        for n, rate in calls["rates"].items():
+            print(f"| {n} | {rate:.0f} | {calls['epochs']} |")
+        n = trainer.steps_per_call
+        print(f"\n{n} steps per call over 1: {calls['rates'][n] / calls['rates'][1]:.3f}")
     if profile:
         print()
         print(profile_table(profile, profiled_s, cpu))

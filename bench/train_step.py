@@ -12,6 +12,15 @@ step; `--input=rows` feeds 256 px rows cropped on the device (the glyph arrays' 
 the host), the pass that precedes every reclustering and evaluation.
 
     python bench/train_step.py --model=resnet50 --batch=256 --embed   # bench/scaling.py's rate
+
+`--schedule` picks how learners share the steps: `joint` (the default) splits every batch among
+the K learners; `round_robin` gives each batch to one learner, learners taking turns, one call
+a step; `fused` is round robin with a round of K steps in one compiled call
+(`steps.make_multi_step`). The papers' schedule at their batch, and joint at K times it:
+
+    python bench/train_step.py --schedule=round_robin --batch=80
+    python bench/train_step.py --schedule=fused --batch=80
+    python bench/train_step.py --schedule=joint --batch=640
 """
 from __future__ import annotations
 
@@ -45,6 +54,9 @@ def main():
     p.add_argument("--cache_size", type=int, default=256)
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     p.add_argument("--learners", type=int, default=8)
+    p.add_argument("--schedule", default="joint", choices=["joint", "round_robin", "fused"],
+                   help="joint: every batch split among the learners; round_robin: one "
+                        "learner a batch, one call a step; fused: a round of K steps a call")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--input", default="views", choices=["views", "rows"],
                    help="views: host-cut crops (image files); rows: 256 px rows cropped on "
@@ -65,8 +77,19 @@ def main():
         return embed_pass(args, config, model, mesh)
     optimizer = optim.make_optimizer(config.optim)
     loss_fn = make_loss(config.loss, args.learners, config.data.samples_per_class)
-    step = jax.jit(steps.make_train_step(model, optimizer, loss_fn, config.augment),
-                   donate_argnums=(0,))
+    one_step = steps.make_train_step(model, optimizer, loss_fn, config.augment)
+    if args.schedule == "fused":
+        multi = jax.jit(steps.make_multi_step(one_step), donate_argnums=(0,))
+        k = args.learners
+
+        def step(state, batches, phase, key):  # one round of K learner steps
+            return multi(state, tuple(batches), phase, key)
+    else:
+        single = jax.jit(one_step, donate_argnums=(0,))
+        k = 1
+
+        def step(state, batches, phase, key):
+            return single(state, batches[0], phase, key)
     params, stats = initial_variables(model, config.model, args.learners, jax.random.key(0),
                                       args.image_size)
     state = parallel.put_replicated(
@@ -81,33 +104,42 @@ def main():
         pixels = {"images": rng.integers(0, 256, (b, args.cache_size, args.cache_size, 3),
                                          np.uint8),
                   "sizes": np.tile(np.array([[375, 500]], np.int32), (b, 1))}
-    batch = parallel.put_batch({
-        **pixels,
-        "labels": np.repeat(np.arange(b // m), m).astype(np.int32),
-        "learners": (np.arange(b) * args.learners // b).astype(np.int32),
-        "valid": np.ones(b, bool),
-    }, mesh)
+
+    def batch_of(learners):
+        return parallel.put_batch({
+            **pixels,
+            "labels": np.repeat(np.arange(b // m), m).astype(np.int32),
+            "learners": learners.astype(np.int32),
+            "valid": np.ones(b, bool),
+        }, mesh)
+
+    if args.schedule == "joint":
+        rounds = [[batch_of(np.arange(b) * args.learners // b)]]
+    else:  # each batch one learner's; K batches, one per learner, in turn
+        per_learner = [batch_of(np.full(b, learner)) for learner in range(args.learners)]
+        rounds = [per_learner[i:i + k] for i in range(0, args.learners, k)]
     config.divide.num_learners = args.learners
     phase = parallel.put_replicated(
         masks.phase_arrays(config, schedule.phase(config.divide, 0)), mesh)
     key = jax.random.key(1)
 
     t0 = time.perf_counter()
-    state, metrics = step(state, batch, phase, key)
+    state, metrics = step(state, rounds[0], phase, key)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - t0
-    for _ in range(2):
-        state, metrics = step(state, batch, phase, key)
+    for i in range(2):
+        state, metrics = step(state, rounds[i % len(rounds)], phase, key)
     jax.block_until_ready(metrics)
+    calls = max(1, args.steps // k)
     t0 = time.perf_counter()
-    for _ in range(args.steps):
-        state, metrics = step(state, batch, phase, key)
+    for i in range(calls):
+        state, metrics = step(state, rounds[i % len(rounds)], phase, key)
     jax.block_until_ready(metrics)
-    per_step = (time.perf_counter() - t0) / args.steps
+    per_step = (time.perf_counter() - t0) / (calls * k)
     device = jax.devices()[0].device_kind
     print(f"| {device} x{jax.device_count()} | {args.model} | {args.dtype} | {b} | "
-          f"{args.image_size} | {args.input} | {per_step * 1e3:.1f} ms | {b / per_step:.0f} | "
-          f"{compile_s:.1f} s |")
+          f"{args.image_size} | {args.input}, {args.schedule} | {per_step * 1e3:.1f} ms | "
+          f"{b / per_step:.0f} | {compile_s:.1f} s |")
 
 
 def embed_pass(args, config, model, mesh):

@@ -24,6 +24,12 @@ def get_config():
                                    # or 'float32' / 'bfloat16'. Params, embeddings, losses: float32.
     config.progress = True         # tqdm bar per epoch (process 0 only)
     config.log_every_steps = 20    # loss shown on the bar every this many steps
+    config.steps_per_call = 1      # optimiser steps per compiled call: N > 1 runs a lax.scan
+                                   # over N consecutive batches, each its own step (the updates
+                                   # of one call per step, one dispatch); 0 = one round of
+                                   # learners (divide.num_learners) under round_robin, 1 under
+                                   # joint. 1 by default: XLA's CPU backend runs the scan's body
+                                   # ~5x slower (BENCHMARKS.md); on a GPU not measured yet
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "glyphs"    # data set: 'glyphs' (offline demo) | 'sop' | 'cub' | 'cars'
@@ -216,6 +222,7 @@ def get_config():
 # gave such a run; a key whose older value is its default is listed too, so that resuming an
 # older run with the default is no change.
 ADDED_KEYS = {
+    "steps_per_call": 1,
     "data.epoch_length": "exact",
     "data.sampler": "exact",
     "data.glyphs.classes": "letters",

@@ -11,9 +11,11 @@ import tempfile
 from dnc_jax import defaults
 from dnc_jax.errors import RunError
 
-# Keys that do not change what a run computes: reporting, bookkeeping, and the number of epochs
-# (asking a finished run for more epochs continues it).
-_NEUTRAL_PREFIXES = ("progress", "log_every_steps", "num_epochs", "checkpoint.", "eval.",
+# Keys that do not change what a run computes: reporting, bookkeeping, the number of epochs
+# (asking a finished run for more epochs continues it), and how many steps one compiled call
+# makes (the same updates; float sums may differ in their last bits).
+_NEUTRAL_PREFIXES = ("progress", "log_every_steps", "num_epochs", "steps_per_call",
+                     "checkpoint.", "eval.",
                      "data.cache_dir", "data.root", "data.tfds_data_dir", "data.eval_batch_size")
 
 class WorkdirLock:

@@ -109,3 +109,21 @@ def make_train_step(model, optimizer, loss_fn, aug_config):
         return new_state, metrics
 
     return train_step
+
+
+def make_multi_step(train_step):
+    """Returns `multi_step(state, batches, phase, rng) -> (state, metrics)`: `train_step` over
+    a tuple of consecutive batches in one compiled call, each batch its own optimiser step.
+
+    A `lax.scan` over the batches stacked on a new leading axis: the step is traced once
+    whatever the count, and the updates are those of one call per batch in the same order
+    (each step folds the state's step counter into the RNG, so the randomness is too).
+    Round robin's K learner turns in one call keep the papers' update sequence while the host
+    dispatches once per round. `metrics` gains a leading axis, one row per step.
+    """
+
+    def multi_step(state: TrainState, batches, phase, rng):
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
+        return jax.lax.scan(lambda s, batch: train_step(s, batch, phase, rng), state, stacked)
+
+    return multi_step

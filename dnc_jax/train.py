@@ -38,7 +38,7 @@ from dnc_jax.data import sources
 from dnc_jax.divide import masks as masks_lib
 from dnc_jax.divide import recluster
 from dnc_jax.divide import schedule
-from dnc_jax.errors import NonFiniteLoss
+from dnc_jax.errors import ConfigError, NonFiniteLoss
 from dnc_jax.evaluation.evaluator import HEADLINE, Evaluator
 from dnc_jax.losses import PROXY_LOSSES, init_loss_params, loss_learning_rates, make_loss
 from dnc_jax.models import pretrained
@@ -63,9 +63,15 @@ class Trainer:
         self.base_rates = optim.base_learning_rates(config.optim, loss_rates)
         loss_fn = make_loss(config.loss, self.k_max, config.data.samples_per_class)
         replicated = parallel.replicated(mesh)
-        self.train_step = jax.jit(
-            steps.make_train_step(self.model, self.optimizer, loss_fn, config.augment),
-            donate_argnums=(0,), out_shardings=(replicated, replicated))
+        step = steps.make_train_step(self.model, self.optimizer, loss_fn, config.augment)
+        self.train_step = jax.jit(step, donate_argnums=(0,),
+                                  out_shardings=(replicated, replicated))
+        # Several steps in one call (`steps_per_call`); the one-step function above serves the
+        # steps that do not fill a call (an epoch's tail, a resume inside a round).
+        self.steps_per_call = steps_per_call(config)
+        self.multi_step = (jax.jit(steps.make_multi_step(step), donate_argnums=(0,),
+                                   out_shardings=(replicated, replicated))
+                           if self.steps_per_call > 1 else None)
         # Image files: worker processes cut the views on the host (dnc_jax.feed), for the
         # training batches and the embedding passes alike.
         self.loader = feed.view_loader(config) if feed.host_cut(self.train_set.images) else None
@@ -116,13 +122,14 @@ class Trainer:
     # -- one epoch of training -------------------------------------------------------------
     _STOP_SYNC_EVERY = 10  # steps between multi-host agreements on stopping
 
-    def _should_stop(self, stop, done) -> bool:
-        """Whether to stop after step `done`. With several processes the signal may reach them
-        at different steps, so they agree every few steps (all of them stop at the same step,
-        or none saves while another is still in a collective)."""
+    def _should_stop(self, stop, before, done) -> bool:
+        """Whether to stop after step `done` (the call just made ran steps `before`..`done`-1).
+        With several processes the signal may reach them at different steps, so they agree
+        every few steps (all of them stop at the same step, or none saves while another is
+        still in a collective)."""
         if jax.process_count() == 1:
             return bool(stop)
-        if done % self._STOP_SYNC_EVERY:
+        if not _crossed(before, done, self._STOP_SYNC_EVERY):
             return False
         return parallel.any_process(bool(stop))
 
@@ -149,25 +156,33 @@ class Trainer:
         every = cfg.checkpoint.every_steps
 
         def drain(keep):
-            # Metrics are read a few steps late so the host never waits on the device.
+            # Metrics are read a few calls late so the host never waits on the device.
             while len(pending) > keep:
                 metrics = jax.device_get(pending.popleft())
-                _check_finite(metrics, epoch, len(history))
-                history.append({k: np.asarray(v).tolist() for k, v in metrics.items()})
+                rows = np.asarray(metrics["loss"]).shape[0] if np.ndim(metrics["loss"]) else 0
+                for row in range(rows) if rows else [None]:
+                    one = metrics if row is None else {k: v[row] for k, v in metrics.items()}
+                    _check_finite(one, epoch, len(history))
+                    history.append({k: np.asarray(v).tolist() for k, v in one.items()})
 
         start = time.time()
-        for batch in _prefetch(batches, size=2):
-            state, metrics = self.train_step(state, batch, phase_dev, rng)
-            pending.append(metrics)
+        done = start_step
+        for group in _prefetch(_calls(batches, start_step, self.steps_per_call), size=2):
+            if len(group) == 1:
+                state, metrics = self.train_step(state, group[0], phase_dev, rng)
+                pending.append(metrics)
+            else:
+                state, stacked = self.multi_step(state, tuple(group), phase_dev, rng)
+                pending.append(stacked)
             drain(keep=2)
-            bar.update(1)
-            if history and bar.n % cfg.log_every_steps == 0:
+            before, done = done, done + len(group)
+            bar.update(len(group))
+            if history and _crossed(before, done, cfg.log_every_steps):
                 seconds = time.time() - start
                 bar.set_postfix(loss=f"{history[-1]['loss']:.4f}",
-                                img_s=f"{(bar.n - start_step) * cfg.data.batch_size / seconds:.0f}")
-            done = len(history) + len(pending)
-            stopping = self._should_stop(stop, done)
-            if stopping or (every and save_mid_epoch and done % every == 0
+                                img_s=f"{(done - start_step) * cfg.data.batch_size / seconds:.0f}")
+            stopping = self._should_stop(stop, before, done)
+            if stopping or (every and save_mid_epoch and _crossed(before, done, every)
                             and done < sampler.steps_per_epoch):
                 drain(keep=0)
                 if stopping:
@@ -177,6 +192,42 @@ class Trainer:
         drain(keep=0)
         bar.close()
         return state, history, True
+
+
+def steps_per_call(config) -> int:
+    """Optimiser steps per compiled call: `steps_per_call`, where 0 means one round of
+    learners (divide.num_learners) under round robin and 1 under joint."""
+    n = config.steps_per_call
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"steps_per_call={n!r} must be an integer >= 0 (0: one round of "
+                          f"learners under round_robin, 1 under joint)")
+    if n == 0:
+        return config.divide.num_learners if config.divide.learner_schedule == "round_robin" \
+            else 1
+    return n
+
+
+def _calls(batches, start_step, size):
+    """Groups consecutive batches into calls of `size` steps that start at multiples of `size`
+    within the epoch, so that every run, resumed or not, makes the same calls; the steps
+    before the first such start (a resume inside a round) and after the last whole group go
+    one by one."""
+    group = []
+    for step, batch in enumerate(batches, start_step):
+        if not group and (size == 1 or step % size):
+            yield [batch]
+            continue
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    yield from ([b] for b in group)
+
+
+def _crossed(before, after, every) -> bool:
+    """Whether a multiple of `every` lies in (before, after]: a call of several steps may jump
+    over the step a per-step rule names."""
+    return every > 0 and after // every > before // every
 
 
 def _check_finite(metrics, epoch, step):
@@ -219,6 +270,7 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) 
     if config.model.pretrained:  # the mean/std the weights expect, where timm says it
         pretrained.check_normalization(config.model.pretrained, config.augment.normalization)
     optim.check_optim_config(config)
+    steps_per_call(config)
     compute_dtype(config.dtype)
     make_loss(config.loss, config.divide.num_learners, config.data.samples_per_class)
 
