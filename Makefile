@@ -26,9 +26,10 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt requirements-e
 demo: venv
 	$(PY) -m dnc_jax.main --config=configs/demo.py --workdir=$(WORKDIR)
 
-# The demo beside its K=1 baseline (same config, divide.num_learners=1), one table.
+# The demo beside its K=1 baseline (same config, divide.num_learners=1), 3 seeds each: one
+# table with means, stds and the difference with its standard error.
 demo-compare: venv
-	$(PY) bench/accuracy.py --grid=demo --epochs=0 --seeds=0 --out=runs/demo-compare-$(shell date +%Y%m%d-%H%M%S)
+	$(PY) bench/accuracy.py --grid=demo --epochs=0 --seeds=0,1,2 --out=runs/demo-compare-$(shell date +%Y%m%d-%H%M%S)
 
 test: test-venv
 	JAX_PLATFORMS=cpu $(PY) -m pytest -q tests

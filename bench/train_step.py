@@ -16,7 +16,8 @@ the host), the pass that precedes every reclustering and evaluation.
 `--schedule` picks how learners share the steps: `joint` (the default) splits every batch among
 the K learners; `round_robin` gives each batch to one learner, learners taking turns, one call
 a step; `fused` is round robin with a round of K steps in one compiled call
-(`steps.make_multi_step`). The papers' schedule at their batch, and joint at K times it:
+(`steps.make_multi_step`; `fused_unrolled` the same with the scan unrolled). The papers'
+schedule at their batch, and joint at K times it:
 
     python bench/train_step.py --schedule=round_robin --batch=80
     python bench/train_step.py --schedule=fused --batch=80
@@ -54,9 +55,11 @@ def main():
     p.add_argument("--cache_size", type=int, default=256)
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     p.add_argument("--learners", type=int, default=8)
-    p.add_argument("--schedule", default="joint", choices=["joint", "round_robin", "fused"],
+    p.add_argument("--schedule", default="joint",
+                   choices=["joint", "round_robin", "fused", "fused_unrolled"],
                    help="joint: every batch split among the learners; round_robin: one "
-                        "learner a batch, one call a step; fused: a round of K steps a call")
+                        "learner a batch, one call a step; fused: a round of K steps a call "
+                        "(a scan); fused_unrolled: the same call with the scan unrolled")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--input", default="views", choices=["views", "rows"],
                    help="views: host-cut crops (image files); rows: 256 px rows cropped on "
@@ -78,8 +81,10 @@ def main():
     optimizer = optim.make_optimizer(config.optim)
     loss_fn = make_loss(config.loss, args.learners, config.data.samples_per_class)
     one_step = steps.make_train_step(model, optimizer, loss_fn, config.augment)
-    if args.schedule == "fused":
-        multi = jax.jit(steps.make_multi_step(one_step), donate_argnums=(0,))
+    if args.schedule.startswith("fused"):
+        multi = jax.jit(steps.make_multi_step(one_step,
+                                              unroll=args.schedule == "fused_unrolled"),
+                        donate_argnums=(0,))
         k = args.learners
 
         def step(state, batches, phase, key):  # one round of K learner steps

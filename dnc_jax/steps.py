@@ -111,7 +111,7 @@ def make_train_step(model, optimizer, loss_fn, aug_config):
     return train_step
 
 
-def make_multi_step(train_step):
+def make_multi_step(train_step, unroll: bool = False):
     """Returns `multi_step(state, batches, phase, rng) -> (state, metrics)`: `train_step` over
     a tuple of consecutive batches in one compiled call, each batch its own optimiser step.
 
@@ -119,11 +119,15 @@ def make_multi_step(train_step):
     whatever the count, and the updates are those of one call per batch in the same order
     (each step folds the state's step counter into the RNG, so the randomness is too).
     Round robin's K learner turns in one call keep the papers' update sequence while the host
-    dispatches once per round. `metrics` gains a leading axis, one row per step.
+    dispatches once per round. `metrics` gains a leading axis, one row per step. `unroll`
+    compiles the steps one after the other instead of as a loop (XLA's CPU backend runs a
+    loop's body several times slower; unrolled, compilation takes the steps' count times
+    longer), for measuring that (`bench/train_step.py --schedule=fused_unrolled`).
     """
 
     def multi_step(state: TrainState, batches, phase, rng):
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
-        return jax.lax.scan(lambda s, batch: train_step(s, batch, phase, rng), state, stacked)
+        return jax.lax.scan(lambda s, batch: train_step(s, batch, phase, rng), state, stacked,
+                            unroll=unroll)
 
     return multi_step
