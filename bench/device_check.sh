@@ -34,7 +34,7 @@ run() {  # TIMEOUT=S run NAME CMD...: each check has 240 s unless TIMEOUT says o
 }
 run parity python3 bench/torchvision_parity.py --out="$OUT/parity.json"
 # Every schedule's step: the papers' round robin at 80 images a learner step, one call a step
-# and a round of 8 in one call (the configs' default), and joint at 8 x 80 (step_bf16).
+# and a round of 8 in one call (steps_per_call=0), and joint at 8 x 80 (step_bf16).
 run step_rr python3 bench/train_step.py --schedule=round_robin --batch=80 --steps=80
 run step_fused python3 bench/train_step.py --schedule=fused --batch=80 --steps=80
 run step_bf16 python3 bench/train_step.py --model=resnet50 --batch=640 --dtype=bfloat16

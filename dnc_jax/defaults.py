@@ -29,7 +29,7 @@ def get_config():
                                    # of one call per step, one dispatch); 0 = one round of
                                    # learners (divide.num_learners) under round_robin, 1 under
                                    # joint. 1 by default: XLA's CPU backend runs the scan's body
-                                   # ~5x slower (BENCHMARKS.md); on a GPU not measured yet
+                                   # 2.5-3x slower (BENCHMARKS.md); on a GPU not measured yet
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "glyphs"    # data set: 'glyphs' (offline demo) | 'sop' | 'cub' | 'cars'

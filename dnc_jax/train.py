@@ -20,6 +20,7 @@ import time
 
 import jax
 import numpy as np
+from absl import logging
 
 from dnc_jax import checkpoint as checkpoint_lib
 from dnc_jax import defaults
@@ -156,12 +157,14 @@ class Trainer:
         every = cfg.checkpoint.every_steps
 
         def drain(keep):
-            # Metrics are read a few calls late so the host never waits on the device.
+            # Metrics are read a few calls late so the host never waits on the device; a call
+            # of several steps returns them stacked, one row a step.
             while len(pending) > keep:
-                metrics = jax.device_get(pending.popleft())
-                rows = np.asarray(metrics["loss"]).shape[0] if np.ndim(metrics["loss"]) else 0
-                for row in range(rows) if rows else [None]:
-                    one = metrics if row is None else {k: v[row] for k, v in metrics.items()}
+                metrics, steps_made = pending.popleft()
+                metrics = jax.device_get(metrics)
+                rows = ([metrics] if steps_made == 1 else
+                        [{k: v[i] for k, v in metrics.items()} for i in range(steps_made)])
+                for one in rows:
                     _check_finite(one, epoch, len(history))
                     history.append({k: np.asarray(v).tolist() for k, v in one.items()})
 
@@ -170,10 +173,9 @@ class Trainer:
         for group in _prefetch(_calls(batches, start_step, self.steps_per_call), size=2):
             if len(group) == 1:
                 state, metrics = self.train_step(state, group[0], phase_dev, rng)
-                pending.append(metrics)
             else:
-                state, stacked = self.multi_step(state, tuple(group), phase_dev, rng)
-                pending.append(stacked)
+                state, metrics = self.multi_step(state, tuple(group), phase_dev, rng)
+            pending.append((metrics, len(group)))
             drain(keep=2)
             before, done = done, done + len(group)
             bar.update(len(group))
@@ -296,15 +298,23 @@ def _train(config, workdir, trainer, stop):
     best_ckpt = (checkpoint_lib.Checkpointer(
         checkpoint_lib.directory(workdir, checkpoint_lib.BEST_ON_TEST), keep=1)
         if config.checkpoint.keep_best_on_test else None)
+    # Every way out, a stop included, waits for the saves still being written in the
+    # background: a process that exited under one would leave it half written (and, with
+    # several processes, the others waiting for it at the save's barrier).
+    checkpointers = [c for c in (ckpt, best_ckpt) if c is not None]
     try:
-        return _train_loop(config, workdir, trainer, stop, ckpt, best_ckpt)
-    finally:
-        # Every way out, a stop included, waits for the saves still being written in the
-        # background: a process that exited under one would leave it half written (and, with
-        # several processes, the others waiting for it at the save's barrier).
-        for checkpointer in (ckpt, best_ckpt):
-            if checkpointer is not None:
+        record = _train_loop(config, workdir, trainer, stop, ckpt, best_ckpt)
+    except BaseException:
+        for checkpointer in checkpointers:  # the run's own error is the one to report
+            try:
                 checkpointer.close()
+            except Exception as e:  # orbax raises many types
+                logging.warning("while stopping on an error, a checkpoint save failed too: %s",
+                                str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+        raise
+    for checkpointer in checkpointers:
+        checkpointer.close()
+    return record
 
 
 def _train_loop(config, workdir, trainer, stop, ckpt, best_ckpt):

@@ -190,8 +190,7 @@ def test_a_run_resumed_inside_a_round_ends_where_one_call_per_step_does(glyphs,
 
 def test_grouping_of_steps_into_calls():
     def calls(start, n, size):
-        return [[step for step in group] for group in train._calls(range(start, n), start,
-                                                                   size)]
+        return list(train._calls(range(start, n), start, size))
 
     assert calls(0, 8, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert calls(0, 10, 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8], [9]]

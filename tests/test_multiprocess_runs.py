@@ -35,16 +35,11 @@ EPOCHS = 3
 def _free_port_job_id() -> int:
     """A SLURM job id whose coordinator port (JAX: 61440 + id % 4096) is free now."""
     for _ in range(50):
+        job_id = int.from_bytes(os.urandom(2), "little") % 4096
         with socket.socket() as s:
-            s.bind(("localhost", 0))
-            port = s.getsockname()[1]
-        if port >= 61440:
-            return port - 61440
-        with socket.socket() as s:  # the kernel gave a low port: try the high range directly
-            candidate = 61440 + int.from_bytes(os.urandom(2), "little") % 4096
             try:
-                s.bind(("localhost", candidate))
-                return candidate - 61440
+                s.bind(("localhost", 61440 + job_id))
+                return job_id
             except OSError:
                 continue
     raise RuntimeError("no free port for the coordinator")
