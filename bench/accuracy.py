@@ -95,6 +95,28 @@ def _pami(k, masks, schedule, rule, b, **extra):
     return out
 
 
+# LAMB: AdamW with the layer-wise trust ratio; its rate is a relative step of each layer, so it
+# starts from its own (LAMB papers fine-tune at 1e-3 and above), the sweep scaling it as others.
+LAMB = {"optim.algorithm": "adamw", "optim.trust_ratio": True,
+        "optim.backbone.learning_rate": 1e-3, "optim.head.learning_rate": 1e-3}
+
+
+def _train_images(base) -> int:
+    """Training images of the base config's data, for a warm-up of about two joint epochs;
+    the glyph demo's count when the data is elsewhere (a warm-up length, not a measurement)."""
+    if base.data.name != "glyphs":
+        return 2400
+    from dnc_jax.data.glyphs import load_glyphs
+
+    g = base.data.glyphs
+    sets = load_glyphs(cache_dir=os.path.join(os.path.expanduser(base.data.cache_dir), "glyphs"),
+                       image_size=base.data.image_size, seed=g.seed, min_faces=g.min_faces,
+                       instances_per_face=g.instances_per_face,
+                       max_classes=None if g.max_classes < 0 else g.max_classes,
+                       progress=False, classes=g.classes)
+    return len(sets["train"].labels)
+
+
 def _label(schedule, rule):
     return "round_robin" if schedule == "round_robin" else f"joint, lr rule {rule}"
 
@@ -140,6 +162,24 @@ def grid(name: str, base) -> list[Setting]:
         for vname, extra in variants.items():
             settings.append(Setting(f"cvpr-K{k}-rr{vname}",
                                     _cvpr(k, "round_robin", "none", b, **extra)))
+    elif name == "finetune":
+        # From a pretrained backbone (--pretrained): the schedules, the PAMI masks and the
+        # large-batch remedies of 'joint' (a warm-up; LAMB's layer-wise trust ratio).
+        settings.append(Setting("K1", _cvpr(1, "round_robin", "none", b)))
+        for k in (2, 4, 8):
+            settings.append(Setting(f"cvpr-K{k}-rr", _cvpr(k, "round_robin", "none", b)))
+        for masks in ("learned", "fixed"):
+            settings.append(Setting(f"pami-{masks}-K{k_base}-rr",
+                                    _pami(k_base, masks, "round_robin", "none", b)))
+        for k, rules in ((k_base, ("none", "sqrt", "linear")), (2 * k_base, ("sqrt", "linear"))):
+            for rule in rules:
+                settings.append(Setting(f"cvpr-K{k}-joint-{rule}", _cvpr(k, "joint", rule, b)))
+        steps = max(1, round(_train_images(base) / (k_base * b)))  # a joint epoch's steps
+        settings.append(Setting(f"cvpr-K{k_base}-joint-linear-warmup",
+                                _cvpr(k_base, "joint", "linear", b,
+                                      **{"optim.warmup_steps": 2 * steps})))
+        settings.append(Setting(f"cvpr-K{k_base}-joint-linear-lamb",
+                                _cvpr(k_base, "joint", "linear", b, **LAMB)))
     elif name == "vit_optim":
         # The transformer optimiser options of configs/demo_vit.py, one taken away at a time,
         # and its K=1 baseline (run with --config=configs/demo_vit.py).
@@ -152,7 +192,7 @@ def grid(name: str, base) -> list[Setting]:
         settings.append(Setting("vit-K1", {"divide.num_learners": 1}))
     else:
         raise SystemExit(f"bench/accuracy.py: unknown --grid={name!r} "
-                         f"(main | investigate | demo | smoke | vit_optim)")
+                         f"(main | investigate | demo | smoke | finetune | vit_optim)")
     return settings
 
 
@@ -240,6 +280,81 @@ def _divided(record) -> dict:
             "mask_overlap": record.get("orthogonality", float("nan"))}
 
 
+def sweep_points(spec: str) -> list[tuple[float, int]]:
+    """[(rate multiplier, batch multiplier)] of `--sweep` ('' : the setting as it is)."""
+    if not spec:
+        return [(1.0, 1)]
+    points = []
+    for item in spec.split(","):
+        try:
+            rate, batch = item.split(":")
+            point = (float(rate), int(batch))
+        except ValueError:
+            point = (0.0, 0)
+        if point[0] <= 0 or point[1] < 1:
+            raise SystemExit(f"bench/accuracy.py: --sweep={spec}: {item!r} is not RATE:BATCH "
+                             f"(a positive rate multiplier, an integer batch multiplier >= 1)")
+        points.append(point)
+    if len(set(points)) != len(points):
+        raise SystemExit(f"bench/accuracy.py: --sweep={spec} names a point twice")
+    return points
+
+
+def point_tag(point) -> str:
+    return f"lr{point[0]:g}x-batch{point[1]}x"
+
+
+def run_dir(out, name, point, seed) -> str:
+    parts = [out, "runs", name] + ([point_tag(point)] if point is not None else [])
+    return os.path.join(*parts, f"seed{seed}")
+
+
+def point_overrides(base, overrides, point) -> dict:
+    """The config values of a sweep point: the setting's batch and its backbone and head rates
+    scaled; a warm-up counted in steps is shortened as the batch grows (same images)."""
+    rate, batch = point
+    if (rate, batch) == (1.0, 1):
+        return {}
+    out = {"data.batch_size": int(_effective(base, overrides, "data.batch_size")) * batch}
+    for group in ("backbone", "head"):
+        key = f"optim.{group}.learning_rate"
+        out[key] = float(_effective(base, overrides, key)) * rate
+    if "optim.warmup_steps" in overrides:
+        out["optim.warmup_steps"] = max(1, overrides["optim.warmup_steps"] // batch)
+    return out
+
+
+def run_all(jobs, parallel, env, t0) -> None:
+    with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
+        futures = {pool.submit(_run_one, cmd, wd, env): (s, seed, wd) for s, seed, wd, cmd in jobs}
+        for n, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            s, seed, workdir = futures[future]
+            info = future.result()
+            what = "done before" if info.get("skipped") else f"{info['seconds']:.0f} s"
+            where = os.path.relpath(workdir, os.path.dirname(os.path.dirname(workdir)))
+            print(f"  [{n}/{len(jobs)}] {s.name} {where}: {what} "
+                  f"({time.time() - t0:.0f} s in all)", flush=True)
+
+
+def _read_if_done(workdir):
+    done = os.path.exists(os.path.join(workdir, "summary.json")) and os.path.exists(
+        os.path.join(workdir, "wall_seconds.txt"))
+    return read_run(workdir) if done else None
+
+
+def sweep_table(settings, sweep, chosen, points) -> str:
+    lines = ["| setting | " + " | ".join(f"rate ×{r:g}, batch ×{b}" for r, b in points) + " |",
+             "|---|" + "---|" * len(points)]
+    for s in settings:
+        cells = []
+        for p in points:
+            r = sweep[s.name][p]
+            cell = f"{100 * r['r1']:.2f} / {100 * r['map_r']:.2f}"
+            cells.append(f"**{cell}**" if p == chosen[s.name] else cell)
+        lines.append(f"| {s.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # -- reporting -------------------------------------------------------------------------------
 
 def _mean_std(values, scale=100.0):
@@ -262,17 +377,17 @@ def _effective(base, overrides, key):
 def table(settings, results, base) -> str:
     baseline = results.get(settings[0].name)
     lines = [
-        "| setting | schedule | K | batch | R@1 | Δ R@1 vs " + settings[0].name +
+        "| setting | schedule | K | batch | rate | R@1 | Δ R@1 vs " + settings[0].name +
         " | R@4 | MAP@R | NMI | class purity (first → last clustering) | images trained | "
         "steps | wall s/run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in settings:
         runs = results.get(s.name)
         if not runs:
             continue
         o = {key: _effective(base, s.overrides, key) for key in (
             "divide.learner_schedule", "optim.joint_lr_rule", "divide.schedule",
-            "divide.num_learners", "data.batch_size")}
+            "divide.num_learners", "data.batch_size", "optim.backbone.learning_rate")}
         schedule = o["divide.learner_schedule"]
         rule = o["optim.joint_lr_rule"]
         plan = o["divide.schedule"]
@@ -293,6 +408,7 @@ def table(settings, results, base) -> str:
         lines.append(
             f"| {s.name} | {plan}, {_label(schedule, rule)} | "
             f"{o['divide.num_learners']} | {o['data.batch_size']} | "
+            f"{float(o['optim.backbone.learning_rate']):.0e} | "
             f"{_mean_std(r1)} | {delta_s} | {_mean_std([r['r4'] for r in runs])} | "
             f"{_mean_std([r['map_r'] for r in runs])} | {_mean_std([r['nmi'] for r in runs])} | "
             f"{purity} | {np.mean([r['images'] for r in runs]):,.0f} | "
@@ -404,6 +520,18 @@ def main(argv=None):
                         help="CPU threads per run: 1 runs XLA single-threaded (the default when "
                              "--jobs > 1), 0 leaves XLA's default")
     parser.add_argument("--out", default="runs/accuracy", help="output folder")
+    parser.add_argument("--pretrained", default="",
+                        help="backbone file every run fine-tunes (model.pretrained), e.g. the "
+                             "one `python -m dnc_jax.backbone` wrote from a pretraining run")
+    parser.add_argument("--sweep", default="",
+                        help="comma-separated RATE:BATCH points, multipliers of a setting's "
+                             "backbone and head rates (on top of its own rule) and of its "
+                             "per-learner batch, e.g. 0.3:1,1:1,3:1,1:2: each setting runs at "
+                             "each point on --sweep_seed, and the best last-epoch R@1 decides "
+                             "the point at which the other seeds run")
+    parser.add_argument("--sweep_seed", type=int, default=None,
+                        help="seed of the sweep (default: the first of --seeds); its run at "
+                             "the chosen point is that seed's run of the table")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run (repeatable), e.g. "
                              "--set data.name=folder --set data.root=/data/mine")
@@ -443,35 +571,52 @@ def main(argv=None):
                             " --xla_cpu_multi_thread_eigen=false"
                             " intra_op_parallelism_threads=1").strip()
 
+    if args.pretrained:
+        pretrained_path = os.path.abspath(args.pretrained)
+        if not os.path.isfile(pretrained_path):
+            raise SystemExit(f"bench/accuracy.py: --pretrained={args.pretrained}: no such file "
+                             f"(python -m dnc_jax.backbone writes one from a training run)")
+        args.set = [f"model.pretrained={pretrained_path}", *args.set]
     epochs = phase_epochs(base, args.epochs)
-    jobs = []
-    for s in settings:
-        for seed in seeds:
-            workdir = os.path.join(out, "runs", s.name, f"seed{seed}")
-            overrides = {**epochs, **s.overrides}
-            jobs.append((s, seed, workdir, run_command(config_path, workdir, seed, overrides,
-                                                       args.set)))
-    print(f"bench/accuracy.py: {len(settings)} settings x {len(seeds)} seeds = {len(jobs)} runs "
-          f"into {out} ({args.jobs} at once)", flush=True)
+    points = sweep_points(args.sweep)
+    sweep_seed = seeds[0] if args.sweep_seed is None else args.sweep_seed
+
+    def job(s, point, seed):
+        workdir = run_dir(out, s.name, point if len(points) > 1 else None, seed)
+        overrides = {**epochs, **s.overrides, **point_overrides(base, s.overrides, point)}
+        return (s, seed, workdir, run_command(config_path, workdir, seed, overrides, args.set))
+
+    print(f"bench/accuracy.py: {len(settings)} settings x {len(seeds)} seeds"
+          + (f", each swept over {len(points)} points on seed {sweep_seed} first"
+             if len(points) > 1 else "") + f" into {out} ({args.jobs} at once)", flush=True)
     t0 = time.time()
+    sweep = {}
+    if len(points) > 1:
+        sweep_jobs = [job(s, p, sweep_seed) for s in settings for p in points]
+        if args.report:
+            sweep_jobs = []
+        run_all(sweep_jobs, args.jobs, env, t0)
+        sweep = {s.name: {p: _read_if_done(run_dir(out, s.name, p, sweep_seed)) for p in points}
+                 for s in settings}
+        settings = [s for s in settings if all(sweep[s.name].values())]
+        chosen = {s.name: max(points, key=lambda p: sweep[s.name][p]["r1"]) for s in settings}
+    else:
+        chosen = {s.name: points[0] for s in settings}
+    jobs = [job(s, chosen[s.name], seed) for s in settings for seed in seeds]
     if args.report:
-        def finished(s):
-            return all(os.path.exists(os.path.join(out, "runs", s.name, f"seed{seed}", name))
-                       for seed in seeds for name in ("metrics.jsonl", "wall_seconds.txt"))
-
-        settings = [s for s in settings if finished(s)]
+        settings = [s for s in settings if all(
+            os.path.exists(os.path.join(wd, "wall_seconds.txt"))
+            for t, _, wd, _ in jobs if t.name == s.name)]
         jobs = []
-    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        futures = {pool.submit(_run_one, cmd, wd, env): (s, seed) for s, seed, wd, cmd in jobs}
-        for n, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            s, seed = futures[future]
-            info = future.result()
-            what = "done before" if info.get("skipped") else f"{info['seconds']:.0f} s"
-            print(f"  [{n}/{len(jobs)}] {s.name} seed {seed}: {what} "
-                  f"({time.time() - t0:.0f} s in all)", flush=True)
+    run_all(jobs, args.jobs, env, t0)
+    dirs = {s.name: [run_dir(out, s.name, chosen[s.name] if len(points) > 1 else None, seed)
+                     for seed in seeds] for s in settings}
+    # The table's settings carry the chosen point, so that its batch and rate are printed.
+    settings = [Setting(s.name, {**s.overrides, **point_overrides(base, s.overrides,
+                                                                   chosen[s.name])})
+                for s in settings]
 
-    results = {s.name: [read_run(os.path.join(out, "runs", s.name, f"seed{seed}"))
-                        for seed in seeds] for s in settings}
+    results = {s.name: [read_run(d) for d in dirs[s.name]] for s in settings}
     bad = [f"{name} seed {seeds[i]}" for name, runs in results.items()
            for i, r in enumerate(runs) if not r["finite"] or not math.isfinite(r["r1"])]
     text = [f"# Accuracy: {os.path.relpath(config_path, REPO)}, grid '{args.grid}'", "",
@@ -482,8 +627,12 @@ def main(argv=None):
             f"Last-epoch metrics on the unseen test classes, mean ± std over seeds; "
             f"Δ: difference of means ± its standard error.", "",
             table(settings, results, base), ""]
-    diag = diagnostics(settings, results, _train_classes(
-        os.path.join(out, "runs", settings[0].name, f"seed{seeds[0]}")))
+    if sweep:
+        text += [f"The sweep (seed {sweep_seed}; R@1 / MAP@R at the last epoch; **bold**: the "
+                 f"point each setting ran its seeds at, by R@1). Columns: multipliers of the "
+                 f"backbone and head rates and of the per-learner batch.", "",
+                 sweep_table(settings, sweep, chosen, points), ""]
+    diag = diagnostics(settings, results, _train_classes(dirs[settings[0].name][0]))
     if diag.count("\n") > 1:
         text += ["Diagnostics of the divided runs (means over seeds). Class purity: the share of "
                  "a class's images that its majority cluster holds, averaged over classes (1/K: "

@@ -20,6 +20,7 @@ COMMANDS = {
     "embed": ("dnc_jax.embed", "embed image files with a trained run (.npy + paths)"),
     "search": ("dnc_jax.search", "the nearest indexed images of a query image"),
     "export": ("dnc_jax.export", "a trained run's evaluation embedder as an ONNX model"),
+    "backbone": ("dnc_jax.backbone", "a trained run's backbone as a model.pretrained file"),
 }
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 

@@ -69,7 +69,11 @@ def get_config():
     config.data.glyphs = ml_collections.ConfigDict()
     config.data.glyphs.classes = "letters"  # 'letters' (Latin, Greek, Cyrillic, digits,
                                    # symbols) | 'scripts' (9 scripts and symbol blocks as
-                                   # super-classes, 40 characters each)
+                                   # super-classes, 40 characters each) | 'pretrain' (a
+                                   # corpus disjoint from both, for pretraining)
+    config.data.glyphs.labels = "character"  # 'character' | 'block': a character's script or
+                                   # symbol block is its label (scripts, pretrain), a task
+                                   # coarser than the targets', as ImageNet's is to CUB's
     config.data.glyphs.seed = 0        # glyph rendering and class split (not the training seed)
     config.data.glyphs.min_faces = 12  # keep characters drawn by at least this many font faces
     config.data.glyphs.instances_per_face = 1  # jittered renderings per (character, face)
@@ -158,6 +162,9 @@ def get_config():
                                      # rate x layer_decay^(L - i), embeddings at ^L+1 (1.0: off)
     config.optim.warmup_steps = 0    # backbone and head rates ramp linearly from 0 over this
                                      # many optimiser steps (0: off)
+    config.optim.trust_ratio = False   # LAMB's layer-wise trust ratio on the backbone and head:
+                                     # each leaf's update rescaled to ||param|| / ||update||,
+                                     # a large-batch remedy (then rates are relative steps)
     config.optim.clip_grad_norm = 0.0  # clip the global gradient norm to this (0: off)
     config.optim.no_decay_1d = False   # no weight decay on biases, norms and ViT tokens
     config.optim.masks = ml_collections.ConfigDict()  # PAMI learned masks (divide.masks='learned')
@@ -226,6 +233,7 @@ ADDED_KEYS = {
     "data.epoch_length": "exact",
     "data.sampler": "exact",
     "data.glyphs.classes": "letters",
+    "data.glyphs.labels": "character",
     "data.view_workers": -1,
     "data.skip_bad_images": False,
     "data.tfds_name": "",
@@ -234,6 +242,7 @@ ADDED_KEYS = {
     "optim.layer_decay": 1.0,
     "optim.warmup_steps": 0,
     "optim.clip_grad_norm": 0.0,
+    "optim.trust_ratio": False,
     "optim.no_decay_1d": False,
     "loss.distance_weighted_dim": "view",
     "optim.joint_lr_rule": "none",

@@ -21,6 +21,10 @@ by default; at the defaults the optimiser and its state are exactly the two pape
 - `clip_grad_norm` > 0: the global norm of the whole gradient (every optimised parameter, all
   groups, frozen ones too) is clipped before the groups' optimisers, as torch's
   `clip_grad_norm_(parameters)` over everything the optimiser holds.
+- `trust_ratio`: LAMB's (You et al. 2020) layer-wise trust ratio on the backbone and head:
+  each leaf's Adam update (weight decay included) rescaled to ||param|| / ||update|| before
+  the rate, so a rate is the relative change of every layer a step; with 'adam_coupled' that
+  is LAMB with torch's coupled decay. A remedy tried for the large batches of 'joint'.
 - `no_decay_1d`: no weight decay on 1-d parameters (biases, norm scales), `cls_token` and
   `pos_embed` (timm's no_weight_decay rule), for either algorithm.
 
@@ -170,11 +174,14 @@ def check_optim_config(config) -> None:
 
 
 def _rate_scales(optim_config, group: str) -> tuple:
-    """The learning-rate factors of one group: layer decay (backbone), warm-up (network)."""
+    """The learning-rate factors of one group: layer decay (backbone), trust ratio and
+    warm-up (network)."""
     layer_decay, warmup_steps = optim_config.layer_decay, optim_config.warmup_steps
     scales = []
     if group == "backbone" and layer_decay != 1.0:
         scales.append(scale_by_layer_decay(layer_decay))
+    if group in ("backbone", "head") and optim_config.trust_ratio:
+        scales.append(optax.scale_by_trust_ratio())
     if group in ("backbone", "head") and warmup_steps > 0:
         scales.append(linear_warmup(warmup_steps))
     return tuple(scales)

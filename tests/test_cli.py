@@ -149,7 +149,10 @@ def test_the_installed_package_trains_and_embeds_outside_the_repository(tmp_path
                                          capture_output=True, text=True, timeout=600, **k)
     help_ = run("--help")
     assert help_.returncode == 0 and "train" in help_.stdout and "export" in help_.stdout
-    assert run("train", "--help").returncode in (0, 1)  # absl exits 1 after --help
+    train_help = run("train", "--help")  # absl prints the flags, then exits 1
+    assert train_help.returncode in (0, 1) and "Traceback" not in train_help.stderr
+    assert "--workdir" in train_help.stdout + train_help.stderr
+    assert "--config" in train_help.stdout + train_help.stderr
     located = subprocess.run([str(venv / "bin" / "python"), "-c",
                               "import dnc_jax; print(dnc_jax.__file__)"], cwd=outside, env=env,
                              capture_output=True, text=True)
@@ -205,4 +208,4 @@ def test_an_unknown_command_is_one_line(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["dnc_jax: unknown command 'trian'; one of train, evaluate, embed, search, "
-                   "export (dnc-jax --help)"]
+                   "export, backbone (dnc-jax --help)"]

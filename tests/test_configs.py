@@ -26,10 +26,11 @@ def test_config_loads_and_plans_its_first_epochs(name):
     plan = [schedule.phase(config.divide, e) for e in range(config.num_epochs)]
     assert plan[0].num_learners >= 1
     assert config.data.batch_size % config.data.samples_per_class == 0
-    # Every learner's part of a step holds the papers' 20 x 4 (or PAMI's 40 x 2) images.
+    # Every learner's part of a step holds the papers' 20 x 4 (or PAMI's 40 x 2) images; the
+    # demos 8 x 4; pretraining (a classification, not a D&C run) 16 blocks x 8.
     learners = config.divide.num_learners if config.divide.learner_schedule == "joint" else 1
     part = learner_slots(config.data.batch_size, learners, config.data.samples_per_class)
-    assert part == (32 if name.startswith("demo") else 80)
+    assert part == {"pretrain_glyphs": 128}.get(name, 32 if name.startswith("demo") else 80)
 
 
 def test_every_default_key_has_a_comment():

@@ -139,7 +139,8 @@ def test_positive_pairs_kept_by_hand():
 
 @pytest.mark.parametrize("key, value", [("optim.joint_lr_rule", "cubic"),
                                         ("divide.warmup_epochs", -1),
-                                        ("data.glyphs.classes", "runes")])
+                                        ("data.glyphs.classes", "runes"),
+                                        ("data.glyphs.labels", "strokes")])
 def test_bad_new_keys_stop_before_anything_is_written(tmp_path, key, value):
     from dnc_jax import train
     from dnc_jax.errors import ConfigError

@@ -32,6 +32,7 @@ import tempfile
 import numpy as np
 
 from dnc_jax.errors import ConfigError, DataError
+from dnc_jax.data import glyph_classes
 from dnc_jax.data.image_set import ImageSet
 
 FORMAT_VERSION = 1
@@ -105,61 +106,13 @@ _FACES = (
 )
 
 
-def _chars(first: int, last: int, skip: tuple[int, ...] = ()) -> list[str]:
-    return [chr(c) for c in range(first, last + 1) if c not in skip]
-
-
-# Candidate classes, in priority order: of a homoglyph group the earliest one stays.
-_CANDIDATES: tuple[str, ...] = tuple(
-    _chars(ord("A"), ord("Z"))
-    + _chars(ord("a"), ord("z"))
-    + _chars(ord("0"), ord("9"))
-    + _chars(0x391, 0x3A9, skip=(0x3A2,))  # Greek capitals (0x3A2 is unassigned)
-    + _chars(0x3B1, 0x3C9)  # Greek small, final sigma included
-    + _chars(0x410, 0x44F)  # Russian Cyrillic
-    + _chars(0x400, 0x40F)  # other Slavic Cyrillic capitals (Ё, Ђ, Є, Ї, Љ, ...)
-    + _chars(0x450, 0x45F)  # and their small letters
-    + list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
-    + list("§¶©®°±×÷€£¥¢¿¡«»•†‡‰µ")
-    + list("∞≈≠≤≥√∑∏∫∂∇∈∉∩∪⊂⊃∀∃¬∧∨⊕⊗")
-    + list("→←↑↓↔⇒⇔♠♣♥♦★☆✓✗")
-)
-
-# The 'scripts' set: characters of several scripts and symbol blocks, the block being a
-# *super-class* (as SOP's bicycles, chairs, ...). Classes of one block share their strokes and
-# layout (letters of an alphabet; line segments of box drawing; filled and outlined shapes), so
-# features could group whole classes by block. Measured (BENCHMARKS.md, Accuracy): they do not
-# much more than on 'letters': an untrained network's clusters split classes by font face in
-# both sets, and a trained one's keep classes whole in both, grouped by shape across blocks.
-_SCRIPT_BLOCKS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Latin", tuple(_chars(ord("A"), ord("Z")) + _chars(ord("a"), ord("z")))),
-    ("Greek", tuple(_chars(0x391, 0x3A9, skip=(0x3A2,)) + _chars(0x3B1, 0x3C9))),
-    ("Cyrillic", tuple(_chars(0x410, 0x44F))),
-    ("Armenian", tuple(_chars(0x531, 0x556) + _chars(0x561, 0x586))),
-    ("Georgian", tuple(_chars(0x10D0, 0x10F0))),
-    ("box drawing", tuple(_chars(0x2500, 0x257F))),
-    ("geometric shapes", tuple(_chars(0x25A0, 0x25FF))),
-    ("arrows", tuple(_chars(0x2190, 0x21FF))),
-    ("math operators", tuple(_chars(0x2200, 0x22FF))),
-)
-# Classes kept per block (the first in code-point order, after the homoglyph filter), so that
-# no block dominates and the set stays as small as the demo's.
-_SCRIPTS_PER_BLOCK = 40
-
-CLASS_SETS = ("letters", "scripts")
-
-
-def _candidates(class_set: str) -> tuple[str, ...]:
-    if class_set == "letters":
-        return _CANDIDATES
-    if class_set == "scripts":
-        return tuple(ch for _, chars in _SCRIPT_BLOCKS for ch in chars)
-    raise ConfigError(f"data.glyphs.classes must be one of {CLASS_SETS}, got {class_set!r}")
-
-
-def super_class(ch: str) -> str:
-    """The block of a 'scripts' character ('' for characters outside those blocks)."""
-    return next((name for name, chars in _SCRIPT_BLOCKS if ch in chars), "")
+# The character lists live in glyph_classes; these names stay for callers of this module.
+_CANDIDATES = glyph_classes.LETTERS
+_SCRIPT_BLOCKS = glyph_classes.SCRIPT_BLOCKS
+_SCRIPTS_PER_BLOCK = glyph_classes.SCRIPTS_PER_BLOCK
+CLASS_SETS = glyph_classes.CLASS_SETS
+_candidates = glyph_classes.candidates
+super_class = glyph_classes.super_class
 
 
 # AGL names that fontTools maps to a compatibility twin (OHM SIGN, INCREMENT, MICRO SIGN) but that
@@ -330,7 +283,8 @@ def _class_list(min_faces: int, progress: bool,
     """The classes in candidate order, each with {face index: code point} of its faces."""
     key = (min_faces, class_set)
     if key not in _CLASS_LISTS:
-        listed = _make_class_list(min_faces, progress, _candidates(class_set))
+        listed = _make_class_list(min_faces, progress, _candidates(class_set),
+                                  glyph_classes.excluded_by(class_set))
         if class_set == "scripts":
             kept: dict[str, int] = {}
             capped = []
@@ -345,14 +299,21 @@ def _class_list(min_faces: int, progress: bool,
 
 
 def _make_class_list(min_faces: int, progress: bool,
-                     candidates: tuple[str, ...] = _CANDIDATES
+                     candidates: tuple[str, ...] = _CANDIDATES,
+                     excluded: tuple[str, ...] = ()
                      ) -> tuple[tuple[str, dict[int, int]], ...]:
+    """The covered candidates that survive the homoglyph filter, with their faces. `excluded`
+    characters go through the filter first (whatever their coverage), and a candidate that
+    looks like one of them is dropped: how 'pretrain' stays disjoint from the targets."""
     from PIL import ImageFont
     from tqdm import tqdm
 
     font_dir = _font_dir()
+    excluded_set = set(excluded)
+    candidates = tuple(ch for ch in candidates if ch not in excluded_set)
+    everything = tuple(excluded) + candidates
     code_points = [
-        _code_points(face, os.path.join(font_dir, face.file), candidates) for face in _FACES
+        _code_points(face, os.path.join(font_dir, face.file), everything) for face in _FACES
     ]
     fonts = [ImageFont.truetype(os.path.join(font_dir, face.file), _MASTER_FONT_PX)
              for face in _FACES]
@@ -364,11 +325,16 @@ def _make_class_list(min_faces: int, progress: bool,
         if master is not None:
             canon[(f, ch)] = _place(master, _DEDUP_SIZE)
 
-    covered = [ch for ch in candidates
-               if sum((f, ch) in canon for f in range(len(_FACES))) >= min_faces]
+    def faces(ch):
+        return sum((f, ch) in canon for f in range(len(_FACES)))
+
+    covered = [ch for ch in candidates if faces(ch) >= min_faces]
+    references = [ch for ch in excluded if faces(ch) >= 1]
+    kept = [ch for ch in _homoglyph_filter(references + covered, canon)
+            if ch not in excluded_set]
     return tuple(
         (ch, {f: code_points[f][ch] for f in range(len(_FACES)) if (f, ch) in canon})
-        for ch in _homoglyph_filter(covered, canon)
+        for ch in kept
     )
 
 
@@ -418,7 +384,8 @@ def _generate(params: dict, progress: bool) -> tuple[dict[str, np.ndarray], dict
         arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int32)
         meta["splits"][split] = dict(class_names=chars, face_index=face_of)
         if class_set != "letters":
-            meta["splits"][split]["super_classes"] = [super_class(ch) for ch in chars]
+            meta["splits"][split]["super_classes"] = [super_class(ch, class_set)
+                                                      for ch in chars]
     bar.close()
     return arrays, meta
 

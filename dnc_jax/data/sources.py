@@ -17,12 +17,15 @@ sampler sets such images aside per cluster.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
+import numpy as np
 from absl import logging
 
-from dnc_jax.data import benchmarks, custom
-from dnc_jax.errors import DataError
+from dnc_jax import defaults
+from dnc_jax.data import benchmarks, custom, glyph_classes
+from dnc_jax.errors import ConfigError, DataError
 from dnc_jax.data.glyphs import load_glyphs
 from dnc_jax.data.image_lists import ImageList, to_image_set, undecodable_rows, without_rows
 from dnc_jax.data.image_set import ImageSet
@@ -42,7 +45,24 @@ def _glyphs(data_config, wanted):
         instances_per_face=g.instances_per_face,
         max_classes=None if g.max_classes < 0 else g.max_classes,
         classes=g.classes)
+    labels = defaults.filled(g, "data.glyphs").labels
+    if labels == "block":
+        sets = {split: by_block(s, g.classes) for split, s in sets.items()}
+    elif labels != "character":
+        raise ConfigError(f"data.glyphs.labels must be 'character' or 'block', got {labels!r}")
     return {split: s for split, s in sets.items() if wanted(split)}
+
+
+def by_block(image_set: ImageSet, class_set: str) -> ImageSet:
+    """The same images labelled by their character's block (data.glyphs.labels='block')."""
+    blocks = [glyph_classes.super_class(name, class_set) for name in image_set.class_names]
+    if not all(blocks):
+        raise ConfigError(f"data.glyphs.labels='block' needs a set built from blocks "
+                          f"('scripts' or 'pretrain'), got data.glyphs.classes={class_set!r}")
+    names = sorted(set(blocks))
+    of_class = np.asarray([names.index(b) for b in blocks], np.int32)
+    return dataclasses.replace(image_set, labels=of_class[np.asarray(image_set.labels)],
+                               class_names=names)
 
 
 def _data_set(data_config) -> str:

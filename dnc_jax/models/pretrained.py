@@ -144,6 +144,20 @@ def load_backbone(state_dict: dict[str, np.ndarray], backbone_params, backbone_s
     return params, stats
 
 
+def backbone_state_dict(backbone_params, backbone_stats) -> dict[str, np.ndarray]:
+    """The inverse of `load_backbone`: {torchvision key: float32 array in torch's layout}, so
+    that a backbone trained here (`dnc-jax backbone`) is a `model.pretrained` file, and one
+    torchvision reads into its ResNet of the same depth and width."""
+    out = {}
+    for collection, tree in (("params", backbone_params), ("batch_stats", backbone_stats)):
+        for path, value in flax.traverse_util.flatten_dict(tree).items():
+            array = np.asarray(value, np.float32)
+            if path[-1] == "kernel" and array.ndim == 4:
+                array = array.transpose(3, 2, 0, 1)  # [kh, kw, I, O] -> [O, I, kh, kw]
+            out[torch_key(path, collection)] = np.ascontiguousarray(array)
+    return out
+
+
 def map_tensors(state_dict, wanted, used, convert, file_shape, hints=None) -> dict:
     """{model path: float32 array}: each wanted tensor of `state_dict` in the model's layout.
 
