@@ -32,7 +32,7 @@ demo-compare: venv
 	$(PY) bench/accuracy.py --grid=demo --epochs=0 --seeds=0,1,2 --out=runs/demo-compare-$(shell date +%Y%m%d-%H%M%S)
 
 test: test-venv
-	JAX_PLATFORMS=cpu $(PY) -m pytest -q tests
+	JAX_PLATFORMS=cpu $(PY) -m pytest -q -rs tests
 
 clean-venv:
 	rm -rf $(VENV)

@@ -230,9 +230,23 @@ def test_eval_views_on_originals_and_normalisation():
     raw = augment.eval_views(images, None, 32, 32, normalization=None)
     np.testing.assert_array_equal(np.asarray(raw), images.astype(np.float32))
     normalised = np.asarray(augment.eval_views(images, None, 32, 32))
-    expected = (images / 255.0 - np.array(augment.IMAGENET_MEAN)) / np.array(augment.IMAGENET_STD)
+    # torchvision's ImageNet constants, written out: not read from the code under test.
+    expected = (images / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     np.testing.assert_allclose(normalised, expected, atol=1e-5)
     # Resize(36) + CenterCrop(32) of a 32 x 32 original, against PIL.
     ours = np.asarray(augment.eval_views(images, None, 32, 36, normalization=None))
     for view, image in zip(ours, images):
         assert grey_level_error(view, torchvision_eval(Image.fromarray(image), 32, 36)) < 1.0
+
+
+def test_normalisation_constants_are_the_published_ones():
+    """Written out from their sources (torchvision's ImageNet transforms; OpenAI CLIP's
+    preprocessing; Inception/timm's 0.5), not read from the code under test."""
+    published = {
+        "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+        "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    }
+    assert set(augment.NORMALIZATIONS) == set(published)
+    for name, (mean, std) in published.items():
+        np.testing.assert_array_equal(augment.normalization_constants(name), (mean, std))

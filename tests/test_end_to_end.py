@@ -69,8 +69,8 @@ def test_train_and_evaluate_writes_metrics_and_resumes_exactly(tmp_path, cache_d
     # The resumed run continues from epoch 2 with the same result as the uninterrupted one.
     assert [r["epoch"] for r in first] == [-1, 0, 1]
     assert [r["epoch"] for r in _records(tmp_path / "split")] == [-1, 0, 1, 2]
-    assert resumed["loss"] == pytest.approx(full["loss"], rel=1e-5)
-    assert resumed["recall@1"] == pytest.approx(full["recall@1"], abs=1e-6)
+    # Bitwise: a resumed run computes what the uninterrupted one did (tests/test_run_safety.py).
+    assert resumed["loss"] == full["loss"] and resumed["recall@1"] == full["recall@1"]
 
 
 def test_one_learner_is_the_plain_baseline(tmp_path, cache_dir):

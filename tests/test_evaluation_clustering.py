@@ -54,3 +54,22 @@ def test_nmi_checks_arguments():
         clustering.normalized_mutual_information(x, y[:-1])
     with pytest.raises(ValueError):
         clustering.normalized_mutual_information(x, y, seeds=())
+
+
+def test_overlapping_classes_score_as_sklearn_kmeans_does():
+    """Classes that overlap (NMI well below 1): our k-means + NMI against sklearn's KMeans
+    (k-means++, 10 restarts) + normalized_mutual_info_score on the same points. Different
+    inits reach slightly different partitions; the inertia each reaches and the NMI agree."""
+    x, y = blobs(3, n_classes=6, per_class=60, dim=8, spread=11.0)
+    ours = clustering.normalized_mutual_information(x, y, seeds=(0, 1, 2), n_init=10)
+    fits = [KMeans(n_clusters=6, n_init=10, random_state=s).fit(x) for s in (0, 1, 2)]
+    sk = [normalized_mutual_info_score(y, f.labels_, average_method="arithmetic") for f in fits]
+    assert 0.3 < np.mean(sk) < 0.9  # overlapping: neither separated nor structureless
+    assert ours.mean == pytest.approx(np.mean(sk), abs=0.03)
+    # Both reach the same quality of partition: the inertia of our assignment's centroids.
+    ours_inertia = []
+    for seed in (0, 1, 2):
+        a = np.asarray(clustering.kmeans_assignment(x, 6, seed, n_init=10))
+        ours_inertia.append(sum(((x[a == c] - x[a == c].mean(0)) ** 2).sum()
+                                for c in np.unique(a)))
+    assert np.mean(ours_inertia) == pytest.approx(np.mean([f.inertia_ for f in fits]), rel=0.01)

@@ -103,7 +103,8 @@ def test_the_model_and_its_json_state_the_preprocessing(run):
     assert "NHWC" in written["input"]["layout"] and "RGB" in written["input"]["layout"]
     pre = written["preprocessing"]
     assert (pre["resize_shorter_side"], pre["center_crop"]) == (16, 16)
-    assert "bilinear" in pre["interpolation"] and pre["mean"] == list(augment.IMAGENET_MEAN)
+    assert "bilinear" in pre["interpolation"] and pre["mean"] == [0.485, 0.456, 0.406]
+    assert pre["std"] == [0.229, 0.224, 0.225]  # torchvision's ImageNet constants
     assert written["slices"] == {"epoch": embed_fn.epoch, "step": embed_fn.step, "blocks": 2}
     assert written["compute_dtype"] == "float32"
 

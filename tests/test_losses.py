@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dnc_jax import defaults, losses
+from tests import reference_miners
 
 B, D, K_MAX, NUM_CLASSES = 20, 6, 3, 12
 
@@ -114,21 +115,35 @@ def _dist(e):
     return np.sqrt(((e[:, None] - e[None]) ** 2).sum(-1) + 1e-8)
 
 
-def _triplets(b, aux):
-    """The mined valid triplets, checked to be legal."""
+def _triplets(b, aux, cfg=None):
+    """The triplets the reference sums over. Deterministic miners: its own, mined on float64
+    distances from the embeddings (tests/reference_miners.py), which must be the set the loss
+    mined. Distance-weighted sampling is random: the loss's own draws, checked to be legal
+    (their distribution is tested in tests/test_miners.py)."""
     t = list(zip(aux["anchor_index"], aux["positive_index"], aux["negative_index"],
                  aux["triplet_valid"]))
-    out = [(a, p, n) for a, p, n, ok in t if ok]
-    for a, p, n in out:
+    mined = [(int(a), int(p), int(n)) for a, p, n, ok in t if ok]
+    for a, p, n in mined:
         assert _same(b, a, p) and _same(b, a, n) and p != a
         assert b["labels"][a] == b["labels"][p] != b["labels"][n]
-    return out
+    miner = cfg.miner if cfg is not None else "distance_weighted"
+    if miner == "distance_weighted":
+        return mined
+    d, args = reference_miners.distances(b["emb"]), (b["labels"], b["learners"], b["valid"])
+    own = {"semi_hard": lambda: reference_miners.semi_hard(d, *args),
+           "batch_hard": lambda: reference_miners.batch_hard(d, *args),
+           "all": lambda: reference_miners.all_triplets(*args),
+           # samples_per_class=3 (_compiled): negatives_per_anchor 0 means M - 1 = 2.
+           "easy_peasy": lambda: reference_miners.easy_peasy(d, *args, 2, cfg.cutoff,
+                                                             cfg.easy_peasy_strict)}[miner]()
+    assert sorted(mined) == sorted(own) and own, miner
+    return own
 
 
 def ref_margin(b, params, cfg, aux):
     dist = _dist(b["emb"])
     sums, counts, reg = np.zeros(K_MAX), np.zeros(K_MAX), np.zeros(K_MAX)
-    for a, p, n in _triplets(b, aux):
+    for a, p, n in _triplets(b, aux, cfg):
         k = b["learners"][a]
         if cfg.beta_mode == "fixed":
             beta = cfg.beta
@@ -148,7 +163,7 @@ def ref_triplet(b, params, cfg, aux):
     dist = _dist(b["emb"])
     sums, counts = np.zeros(K_MAX), np.zeros(K_MAX)
     average = "valid" if cfg.miner in ("semi_hard", "all") else "nonzero"
-    for a, p, n in _triplets(b, aux):
+    for a, p, n in _triplets(b, aux, cfg):
         diff = dist[a, p] - dist[a, n]
         term = np.log1p(np.exp(diff)) if cfg.soft else max(0.0, diff + cfg.margin)
         sums[b["learners"][a]] += term

@@ -1,13 +1,12 @@
 """Miners against plain-numpy references of the official behaviour (docs/method.md §3.2-3.4), and a
 statistical test of distance-weighted sampling."""
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from dnc_jax.losses import common, miners
+from tests import reference_miners
 
 
 def _normalize(x):
@@ -30,7 +29,7 @@ def _mine(miner, emb, labels, learners, valid, rng=0):
     d = common.miner_distances(common.pairwise_squared_distances(jnp.asarray(emb, jnp.float32)))
     n_dim = jnp.full(len(emb), emb.shape[1], jnp.float32)
     t = miner(jax.random.key(rng), d, positives, negatives, n_dim)
-    return {k: np.asarray(v) for k, v in t._asdict().items()}, np.asarray(d, np.float64)
+    return {k: np.asarray(v) for k, v in t._asdict().items()}, reference_miners.distances(emb)
 
 
 def _valid_triplets(t):
@@ -39,31 +38,7 @@ def _valid_triplets(t):
 
 
 def _groups(labels, learners, valid):
-    b = len(labels)
-    same = [[valid[i] and valid[j] and learners[i] == learners[j] for j in range(b)]
-            for i in range(b)]
-    pos = [[j for j in range(b) if same[i][j] and j != i and labels[j] == labels[i]]
-           for i in range(b)]
-    neg = [[j for j in range(b) if same[i][j] and labels[j] != labels[i]] for i in range(b)]
-    return same, pos, neg
-
-
-def _reference_easy_peasy(d, labels, learners, valid, k, cutoff, strict):
-    """The official EasyPeasyPairsSampler on each learner's sub-batch (PAMI per-anchor
-    truncation); `strict` drops penalised picks before pairing."""
-    same, pos, _ = _groups(labels, learners, valid)
-    out = []
-    for i in range(len(labels)):
-        if not valid[i]:
-            continue
-        members = [j for j in range(len(labels)) if same[i][j]]
-        penalty = {j: 1e6 * (j in pos[i] or j == i or d[i, j] < cutoff) for j in members}
-        picked = sorted(members, key=lambda j: d[i, j] + penalty[j])[:k]
-        if strict:
-            picked = [j for j in picked if not penalty[j]]
-        negs = sorted(picked)  # the official code lists a 0/1 mask's nonzero entries
-        out += [(i, p, n) for p, n in zip(pos[i], negs)]
-    return out
+    return reference_miners.groups(labels, learners, valid)
 
 
 @pytest.mark.parametrize("strict", [True, False])
@@ -72,7 +47,7 @@ def test_easy_peasy_matches_the_official_miner_per_learner(strict):
     miner = miners.make_miner("easy_peasy", num_negatives=2, cutoff=0.5, strict=strict)
     t, d = _mine(miner, emb, labels, learners, valid)
     got = _valid_triplets(t)
-    assert got == _reference_easy_peasy(d, labels, learners, valid, 2, 0.5, strict)
+    assert got == reference_miners.easy_peasy(d, labels, learners, valid, 2, 0.5, strict)
     assert len(got) > 20
 
 
@@ -94,33 +69,19 @@ def test_easy_peasy_with_too_few_negatives_strict_and_official():
 
 def test_semi_hard_and_batch_hard_match_references():
     emb, labels, learners, valid = _batch(1)
-    _, pos, neg = _groups(labels, learners, valid)
     t, d = _mine(miners.semi_hard, emb, labels, learners, valid)
-    expected = []
-    for a in range(len(labels)):
-        for p in pos[a]:
-            if not neg[a]:
-                continue
-            farther = [n for n in neg[a] if d[a, n] > d[a, p]]
-            n = min(farther, key=lambda n: d[a, n]) if farther else max(neg[a],
-                                                                         key=lambda n: d[a, n])
-            expected.append((a, p, n))
+    expected = reference_miners.semi_hard(d, labels, learners, valid)
     assert sorted(_valid_triplets(t)) == sorted(expected)
     assert any(d[a, n] < d[a, p] for a, p, n in expected)  # the "no semi-hard" branch is hit
 
     t, d = _mine(miners.batch_hard, emb, labels, learners, valid)
-    expected = [(a, max(pos[a], key=lambda p: d[a, p]), min(neg[a], key=lambda n: d[a, n]))
-                for a in range(len(labels)) if pos[a] and neg[a]]
-    assert _valid_triplets(t) == expected
+    assert _valid_triplets(t) == reference_miners.batch_hard(d, labels, learners, valid)
 
 
 def test_all_triplets_are_every_valid_triple():
     emb, labels, learners, valid = _batch(2)
-    _, pos, neg = _groups(labels, learners, valid)
     t, _ = _mine(miners.all_triplets, emb, labels, learners, valid)
-    expected = [(a, p, n) for a in range(len(labels)) for p, n in itertools.product(pos[a],
-                                                                                    neg[a])]
-    assert _valid_triplets(t) == expected
+    assert _valid_triplets(t) == reference_miners.all_triplets(labels, learners, valid)
 
 
 def _dw_batch():

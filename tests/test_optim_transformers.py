@@ -77,8 +77,10 @@ def _updates(optimizer, params, grads, rates_at=None):
 
 def _torch_run(params, grads, algorithm, clip=0.0):
     """torch's Adam(weight_decay) / AdamW with one param group per optimiser group."""
-    names = {"/".join(k): g for k, g in
-             flax.traverse_util.flatten_dict(optim.param_groups(params)).items()}
+    # The groups written out (not optim.param_groups): a leaf in the wrong group would train at
+    # the wrong rate here and differ.
+    names = {k: "head" if k.startswith("model/head/") else
+             "backbone" if k.startswith("model/backbone/") else "masks" for k in _flat(params)}
     tensors = {k: torch.tensor(v, dtype=torch.float32, requires_grad=True)
                for k, v in _flat(params).items()}
     cls = {"adam_coupled": torch.optim.Adam, "adamw": torch.optim.AdamW}[algorithm]
@@ -288,3 +290,113 @@ def test_every_option_on_traces_once_while_rates_change():
                                         params["model"]["head"]["kernel"])
         assert head_moved == (t != 2)
         params = new_params
+
+
+def _numpy_lamb(params, grads, rate, decay, b1=0.9, b2=0.999, eps=1e-8):
+    """LAMB (You et al. 2020) in float64 by hand: AdamW's step, then each leaf's step scaled
+    by ||param|| / ||step|| (1 where either norm is 0). Returns each step's update."""
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(x) for k, x in params.items()}
+    out = []
+    for t, g in enumerate(grads, 1):
+        step = {}
+        for k, p in params.items():
+            m[k] = b1 * m[k] + (1 - b1) * g[k]
+            v[k] = b2 * v[k] + (1 - b2) * g[k] ** 2
+            u = (m[k] / (1 - b1 ** t)) / (np.sqrt(v[k] / (1 - b2 ** t)) + eps) + decay * p
+            p_norm, u_norm = np.linalg.norm(p), np.linalg.norm(u)
+            ratio = p_norm / u_norm if p_norm > 0 and u_norm > 0 else 1.0
+            step[k] = -rate * ratio * u
+        out.append(step)
+    return out
+
+
+def test_trust_ratio_with_adamw_is_lamb_on_the_network_groups():
+    params = _params()
+    grads = _grads(params, steps=3)
+    config = _optim_config(algorithm="adamw", trust_ratio=True)
+    got = _updates(optim.make_optimizer(config), params, grads)
+    flat_params = _flat(params)
+    flat_grads = [_flat(g) for g in grads]
+    for group in ("backbone", "head"):
+        keys = [k for k in flat_params if k.startswith(f"model/{group}/")]
+        want = _numpy_lamb({k: flat_params[k] for k in keys},
+                           [{k: g[k] for k in keys} for g in flat_grads],
+                           RATES[group], DECAYS[group])
+        for t in range(3):
+            for k in keys:
+                # float32 against float64: to 1e-5 of the leaf's largest step.
+                np.testing.assert_allclose(got[t][k], want[t][k], rtol=0,
+                                           atol=1e-5 * np.abs(want[t][k]).max())
+    # The masks keep plain AdamW: their first step is -rate * sign(g) - rate * decay * p.
+    masks = flat_params["masks"]
+    np.testing.assert_allclose(
+        got[0]["masks"], -RATES["masks"] * (np.sign(flat_grads[0]["masks"])
+                                            + DECAYS["masks"] * masks), rtol=1e-4)
+
+
+# -- every leaf's group and rate, from a table written here ----------------------------------------
+
+def _observed_rates(optimizer, params):
+    """Each leaf's rate as the optimiser applies it: Adam's first step on a gradient of ones,
+    with no weight decay, is -rate (m / sqrt(v) = 1), whatever the code calls the group."""
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    return {k: -float(np.mean(v)) for k, v in _flat(updates).items()}
+
+
+def _network(name):
+    from dnc_jax.models.embedder import make_embedder
+
+    config = defaults.get_config().model
+    config.update(name=name, width=8, embedding_dim=8, pretrained="")
+    model = make_embedder(config, jnp.float32)
+    variables = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)), train=False)
+    return variables["params"]
+
+
+def _no_decay_config(**options):
+    config = _optim_config(**options)
+    for group in RATES:
+        config[group].weight_decay = 0.0
+    return config
+
+
+def test_resnet_leaves_train_at_their_groups_rates():
+    params = {"model": _network("resnet_tiny"), "masks": jnp.ones((2, 8)),
+              "loss": {"beta": jnp.ones((5,)), "proxies": jnp.ones((5, 8))}}
+    loss_rates = {"beta": 5e-4, "proxies": 3e-3}
+    got = _observed_rates(optim.make_optimizer(_no_decay_config(), loss_rates), params)
+    # path prefix -> rate: the backbone (BN scale and bias included, as the official code's
+    # groups have them), the head, the PAMI masks and each loss parameter on its own rate.
+    table = [("model/backbone/", 1e-2), ("model/head/", 2e-2), ("masks", 5e-3),
+             ("loss/beta", 5e-4), ("loss/proxies", 3e-3)]
+    assert any("bn" in k for k in got) and len(got) > 20
+    for key, rate in got.items():
+        want = next(r for prefix, r in table if key.startswith(prefix))
+        assert rate == pytest.approx(want, rel=1e-6), key
+
+
+def test_vit_leaves_train_at_their_layer_decayed_rates():
+    params = {"model": _network("vit_micro")}
+    decay = 0.5
+    got = _observed_rates(optim.make_optimizer(_no_decay_config(layer_decay=decay)), params)
+    blocks = sorted({k.split("/")[2] for k in got if k.split("/")[2].startswith("blocks_")})
+    depth = len(blocks)
+    assert depth >= 2
+
+    def want(key):
+        # timm's layer ids: embeddings 0, block i is i + 1, the final norm depth + 1; a leaf
+        # trains at rate x decay^(depth + 1 - id). The head is not part of the backbone.
+        parts = key.split("/")
+        if parts[1] == "head":
+            return 2e-2
+        name = parts[2]
+        layer = (0 if name in ("patch_embed", "cls_token", "pos_embed", "norm_pre") else
+                 int(name.split("_")[1]) + 1 if name.startswith("blocks_") else depth + 1)
+        return 1e-2 * decay ** (depth + 1 - layer)
+
+    assert {k.split("/")[2] for k in got if k.startswith("model/backbone")} >= {
+        "patch_embed", "cls_token", "pos_embed", "norm", *blocks}
+    for key, rate in got.items():
+        assert rate == pytest.approx(want(key), rel=1e-6), key
