@@ -150,9 +150,10 @@ def get_config():
         config.optim[group] = ml_collections.ConfigDict()
         config.optim[group].learning_rate = 1e-5  # Adam learning rate (both official repos)
         config.optim[group].weight_decay = 1e-4   # coupled L2 (CVPR and PAMI README: 1e-4)
-    config.optim.joint_lr_rule = "linear"  # 'joint' schedule: network rate x K ('linear'),
-                                           # x sqrt(K) ('sqrt') or x 1 ('none'), K = the epoch's
-                                           # active learners (a joint epoch has K x fewer steps)
+    config.optim.joint_lr_rule = "sqrt"    # 'joint' schedule: network rate x sqrt(K) ('sqrt'),
+                                           # x K ('linear') or x 1 ('none'), K = the epoch's
+                                           # active learners (a joint epoch has K x fewer steps;
+                                           # 'linear' overshot at K=8 from a pretrained start)
     config.optim.lr_decay_every = 0        # multiply every learning rate by lr_decay_factor
     config.optim.lr_decay_factor = 0.3     # every this many epochs (0: constant, both repos)
     config.optim.algorithm = "adam_coupled"  # 'adam_coupled': torch Adam, weight decay added to
