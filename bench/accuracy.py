@@ -171,8 +171,8 @@ def grid(name: str, base) -> list[Setting]:
         for masks in ("learned", "fixed"):
             settings.append(Setting(f"pami-{masks}-K{k_base}-rr",
                                     _pami(k_base, masks, "round_robin", "none", b)))
-        for k, rules in ((k_base, ("none", "sqrt", "linear")), (2 * k_base, ("sqrt", "linear"))):
-            for rule in rules:
+        for k in (k_base, 2 * k_base):
+            for rule in ("none", "sqrt", "linear"):
                 settings.append(Setting(f"cvpr-K{k}-joint-{rule}", _cvpr(k, "joint", rule, b)))
         steps = max(1, round(_train_images(base) / (k_base * b)))  # a joint epoch's steps
         settings.append(Setting(f"cvpr-K{k_base}-joint-linear-warmup",
