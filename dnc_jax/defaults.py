@@ -30,6 +30,10 @@ def get_config():
                                    # learners (divide.num_learners) under round_robin, 1 under
                                    # joint. 1 by default: XLA's CPU backend runs the scan's body
                                    # 2.5-3x slower (BENCHMARKS.md); on a GPU not measured yet
+    config.compilation_cache_dir = "~/.cache/dnc_jax/xla"  # JAX's persistent compilation
+                                   # cache: a second start or a resume of the same config
+                                   # loads its compiled programs instead of compiling again;
+                                   # '' turns it off (JAX_COMPILATION_CACHE_DIR, when set, wins)
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "glyphs"    # data set: 'glyphs' (offline demo) | 'sop' | 'cub' | 'cars'
@@ -153,7 +157,8 @@ def get_config():
     config.optim.joint_lr_rule = "sqrt"    # 'joint' schedule: network rate x sqrt(K) ('sqrt'),
                                            # x K ('linear') or x 1 ('none'), K = the epoch's
                                            # active learners (a joint epoch has K x fewer steps;
-                                           # 'linear' overshot at K=8 from a pretrained start)
+                                           # 'linear' helped from scratch, overshot at K=8 from
+                                           # a pretrained start: BENCHMARKS.md)
     config.optim.lr_decay_every = 0        # multiply every learning rate by lr_decay_factor
     config.optim.lr_decay_factor = 0.3     # every this many epochs (0: constant, both repos)
     config.optim.algorithm = "adam_coupled"  # 'adam_coupled': torch Adam, weight decay added to
@@ -231,6 +236,7 @@ def get_config():
 # older run with the default is no change.
 ADDED_KEYS = {
     "steps_per_call": 1,
+    "compilation_cache_dir": "",
     "data.epoch_length": "exact",
     "data.sampler": "exact",
     "data.glyphs.classes": "letters",

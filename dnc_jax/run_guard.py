@@ -12,9 +12,11 @@ from dnc_jax import defaults
 from dnc_jax.errors import RunError
 
 # Keys that do not change what a run computes: reporting, bookkeeping, the number of epochs
-# (asking a finished run for more epochs continues it), and how many steps one compiled call
-# makes (the same updates; float sums may differ in their last bits).
+# (asking a finished run for more epochs continues it), how many steps one compiled call
+# makes (the same updates; float sums may differ in their last bits), and where compiled
+# programs are cached.
 _NEUTRAL_PREFIXES = ("progress", "log_every_steps", "num_epochs", "steps_per_call",
+                     "compilation_cache_dir",
                      "checkpoint.", "eval.",
                      "data.cache_dir", "data.root", "data.tfds_data_dir", "data.eval_batch_size")
 

@@ -23,6 +23,7 @@ import numpy as np
 from absl import logging
 
 from dnc_jax import checkpoint as checkpoint_lib
+from dnc_jax import compile_cache
 from dnc_jax import defaults
 from dnc_jax import embedding
 from dnc_jax import feed
@@ -256,6 +257,7 @@ def _prefetch(iterator, size):
 def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) -> dict:
     """Trains and evaluates; returns the last epoch's metrics record."""
     config = defaults.complete(config)
+    compile_cache.enable(config.compilation_cache_dir)  # before the run's first compile
     run_guard.check_writable(workdir, create=False)
     # A batch layout that trains nothing is refused before the data set is read.
     min_classes = 1 if config.loss.name in PROXY_LOSSES else 2
