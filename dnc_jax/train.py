@@ -271,7 +271,8 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) 
     optim.joint_lr_scale(config, 1)
     check_model_config(config.model, config.augment.image_size)
     augment.normalization_constants(config.augment.normalization)
-    if config.model.pretrained:  # the mean/std the weights expect, where timm says it
+    if config.model.pretrained:  # the file exists; the mean/std it expects, where timm says it
+        pretrained.check_source(config.model.pretrained)
         pretrained.check_normalization(config.model.pretrained, config.augment.normalization)
     optim.check_optim_config(config)
     steps_per_call(config)

@@ -133,3 +133,16 @@ def test_block_labels_join_exactly_the_characters_of_one_block(tmp_path):
                                  progress=False)
     with pytest.raises(ConfigError, match="data.glyphs.classes='letters'"):
         sources.by_block(letters["train"], "letters")
+
+
+def test_a_missing_pretrained_file_stops_before_the_workdir_exists(tmp_path):
+    from dnc_jax import train
+    from dnc_jax.models.pretrained import WeightImportError
+    from tests.helpers import tiny_config
+
+    config = tiny_config()
+    config.data.cache_dir = str(tmp_path / "cache")
+    config.model.pretrained = str(tmp_path / "runs" / "pretrained" / "model.safetensors")
+    with pytest.raises(WeightImportError, match="pretrained weights not found: .*model.pretrained"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

@@ -39,16 +39,21 @@ class WeightImportError(DataError):
     """A weight file that does not fit the model; the message lists the offending keys."""
 
 
+def check_source(source: str) -> None:
+    """A WeightImportError unless `source` is an existing file or looks like a hub id (which
+    is fetched, or found in the cache, only when read): a run checks this before it writes."""
+    if not os.path.exists(os.path.expanduser(source)) and not _looks_like_hub_id(source):
+        raise WeightImportError(
+            f"pretrained weights not found: {source} (set --config.model.pretrained to a "
+            f".safetensors/.npz/.pth file or a Hugging Face hub id)")
+
+
 def read_state_dict(source: str) -> dict[str, np.ndarray]:
     """{torch key: float32 numpy array} from a local file or a hub id."""
+    check_source(source)
     path = os.path.expanduser(source)
     if not os.path.exists(path):
-        if _looks_like_hub_id(source):
-            path = _hub_download(source)
-        else:
-            raise WeightImportError(
-                f"pretrained weights not found: {source} (set --config.model.pretrained to a "
-                f".safetensors/.npz/.pth file or a Hugging Face hub id)")
+        path = _hub_download(source)
     if path.endswith(".safetensors"):
         from safetensors.numpy import load_file
 
