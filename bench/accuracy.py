@@ -103,18 +103,13 @@ LAMB = {"optim.algorithm": "adamw", "optim.trust_ratio": True,
 
 def _train_images(base) -> int:
     """Training images of the base config's data, for a warm-up of about two joint epochs;
-    the glyph demo's count when the data is elsewhere (a warm-up length, not a measurement)."""
+    the glyph demo's count when the data is elsewhere (a warm-up length, not a measurement:
+    reading a benchmark's lists here would cost a pass over its files)."""
     if base.data.name != "glyphs":
         return 2400
-    from dnc_jax.data.glyphs import load_glyphs
+    from dnc_jax.data import sources
 
-    g = base.data.glyphs
-    sets = load_glyphs(cache_dir=os.path.join(os.path.expanduser(base.data.cache_dir), "glyphs"),
-                       image_size=base.data.image_size, seed=g.seed, min_faces=g.min_faces,
-                       instances_per_face=g.instances_per_face,
-                       max_classes=None if g.max_classes < 0 else g.max_classes,
-                       progress=False, classes=g.classes)
-    return len(sets["train"].labels)
+    return len(sources.load_dataset(base.data)["train"].labels)
 
 
 def _label(schedule, rule):

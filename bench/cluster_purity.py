@@ -44,12 +44,14 @@ def positive_pairs_kept(assignment, labels) -> float:
 
 
 def _super_classes(config, image_set):
-    """Per-image super-class names where the data set has them (glyph 'scripts'), else None."""
+    """Per-image super-class names where the data set has them (the glyph sets built from
+    blocks: 'scripts', 'pretrain'), else None."""
     if config.data.name != "glyphs" or config.data.glyphs.classes == "letters":
         return None
-    from dnc_jax.data import glyphs
+    from dnc_jax.data import glyph_classes
 
-    return np.asarray([glyphs.super_class(image_set.class_names[label])
+    return np.asarray([glyph_classes.super_class(image_set.class_names[label],
+                                                 config.data.glyphs.classes)
                        for label in image_set.labels])
 
 

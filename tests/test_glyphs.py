@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from dnc_jax.data import glyphs
+from dnc_jax.data import glyph_classes, glyphs
 
 SMALL = dict(image_size=24, max_classes=20, progress=False)
 
@@ -206,14 +206,14 @@ def test_face_coverage_uses_glyph_names_for_tex_encoded_fonts():
     font_dir = glyphs._font_dir()
     faces = {f.file: f for f in glyphs._FACES}
     cmr = glyphs._code_points(faces["cmr10.ttf"], os.path.join(font_dir, "cmr10.ttf"),
-                              glyphs._CANDIDATES)
+                              glyph_classes.LETTERS)
     # Slot 34 holds a closing double quote and slot 60 an inverted exclamation mark: not '"', '<'.
     assert '"' not in cmr and "<" not in cmr
     assert cmr["A"] == ord("A") and cmr["Γ"] == 161 and cmr["¡"] == 60
     # Cyrillic is absent from Computer Modern.
     assert "Ж" not in cmr
     tt = glyphs._code_points(faces["cmtt10.ttf"], os.path.join(font_dir, "cmtt10.ttf"),
-                             glyphs._CANDIDATES)
+                             glyph_classes.LETTERS)
     assert tt['"'] == 34 and tt["<"] == 60
 
 
@@ -231,18 +231,18 @@ def test_scripts_set_has_blocks_as_super_classes(tmp_path):
                             progress=False)
     names = ds["train"].class_names + ds["test"].class_names
     assert len(names) == len(set(names)) > 300
-    blocks = [glyphs.super_class(ch) for ch in names]
+    blocks = [glyph_classes.super_class(ch) for ch in names]
     counts = {b: blocks.count(b) for b in set(blocks)}
     # Every block is present, none is empty or over its cap, and no character is outside them.
-    assert set(counts) == {name for name, _ in glyphs._SCRIPT_BLOCKS}
-    assert max(counts.values()) <= glyphs._SCRIPTS_PER_BLOCK and min(counts.values()) >= 20
+    assert set(counts) == {name for name, _ in glyph_classes.SCRIPT_BLOCKS}
+    assert max(counts.values()) <= glyph_classes.SCRIPTS_PER_BLOCK and min(counts.values()) >= 20
     # Train and test classes are disjoint but both cover every block.
-    train_blocks = {glyphs.super_class(ch) for ch in ds["train"].class_names}
-    test_blocks = {glyphs.super_class(ch) for ch in ds["test"].class_names}
+    train_blocks = {glyph_classes.super_class(ch) for ch in ds["train"].class_names}
+    test_blocks = {glyph_classes.super_class(ch) for ch in ds["test"].class_names}
     assert train_blocks == test_blocks == set(counts)
     meta = json.load(open(os.path.join(_entry(str(tmp_path)), "meta.json"), encoding="utf-8"))
     assert meta["splits"]["train"]["super_classes"] == [
-        glyphs.super_class(ch) for ch in ds["train"].class_names]
+        glyph_classes.super_class(ch) for ch in ds["train"].class_names]
     # Every class is drawn by at least min_faces faces.
     assert np.bincount(ds["train"].labels).min() >= 12
 

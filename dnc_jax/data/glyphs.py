@@ -106,15 +106,6 @@ _FACES = (
 )
 
 
-# The character lists live in glyph_classes; these names stay for callers of this module.
-_CANDIDATES = glyph_classes.LETTERS
-_SCRIPT_BLOCKS = glyph_classes.SCRIPT_BLOCKS
-_SCRIPTS_PER_BLOCK = glyph_classes.SCRIPTS_PER_BLOCK
-CLASS_SETS = glyph_classes.CLASS_SETS
-_candidates = glyph_classes.candidates
-super_class = glyph_classes.super_class
-
-
 # AGL names that fontTools maps to a compatibility twin (OHM SIGN, INCREMENT, MICRO SIGN) but that
 # fonts use for the Greek letter.
 _GLYPH_NAME_ALIASES = {"Omega": "Ω", "Delta": "Δ", "mu": "μ"}
@@ -283,14 +274,14 @@ def _class_list(min_faces: int, progress: bool,
     """The classes in candidate order, each with {face index: code point} of its faces."""
     key = (min_faces, class_set)
     if key not in _CLASS_LISTS:
-        listed = _make_class_list(min_faces, progress, _candidates(class_set),
+        listed = _make_class_list(min_faces, progress, glyph_classes.candidates(class_set),
                                   glyph_classes.excluded_by(class_set))
         if class_set == "scripts":
             kept: dict[str, int] = {}
             capped = []
             for ch, faces in listed:
-                block = super_class(ch)
-                if kept.get(block, 0) < _SCRIPTS_PER_BLOCK:
+                block = glyph_classes.super_class(ch)
+                if kept.get(block, 0) < glyph_classes.SCRIPTS_PER_BLOCK:
                     kept[block] = kept.get(block, 0) + 1
                     capped.append((ch, faces))
             listed = tuple(capped)
@@ -299,7 +290,7 @@ def _class_list(min_faces: int, progress: bool,
 
 
 def _make_class_list(min_faces: int, progress: bool,
-                     candidates: tuple[str, ...] = _CANDIDATES,
+                     candidates: tuple[str, ...] = glyph_classes.LETTERS,
                      excluded: tuple[str, ...] = ()
                      ) -> tuple[tuple[str, dict[int, int]], ...]:
     """The covered candidates that survive the homoglyph filter, with their faces. `excluded`
@@ -384,7 +375,7 @@ def _generate(params: dict, progress: bool) -> tuple[dict[str, np.ndarray], dict
         arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int32)
         meta["splits"][split] = dict(class_names=chars, face_index=face_of)
         if class_set != "letters":
-            meta["splits"][split]["super_classes"] = [super_class(ch, class_set)
+            meta["splits"][split]["super_classes"] = [glyph_classes.super_class(ch, class_set)
                                                       for ch in chars]
     bar.close()
     return arrays, meta
@@ -490,7 +481,7 @@ def load_glyphs(cache_dir: str | None = None, image_size: int = 32, seed: int = 
         raise ValueError(f"max_classes must be at least 2 (one class per split), got {max_classes}")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
-    _candidates(classes)  # an unknown class set fails here, before anything is rendered
+    glyph_classes.candidates(classes)  # an unknown class set fails here, before anything is rendered
     params = _params(image_size, seed, min_faces, instances_per_face, max_classes, classes)
     entry = os.path.join(cache_dir or default_cache_dir(), _cache_key(params))
     if os.path.isdir(entry):
