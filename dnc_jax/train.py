@@ -24,6 +24,7 @@ from absl import logging
 
 from dnc_jax import checkpoint as checkpoint_lib
 from dnc_jax import compile_cache
+from dnc_jax import config_checks
 from dnc_jax import defaults
 from dnc_jax import embedding
 from dnc_jax import feed
@@ -259,6 +260,7 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) 
     config = defaults.complete(config)
     compile_cache.enable(config.compilation_cache_dir)  # before the run's first compile
     run_guard.check_writable(workdir, create=False)
+    config_checks.check_values(config)  # every key's range, in one line each
     # A batch layout that trains nothing is refused before the data set is read.
     min_classes = 1 if config.loss.name in PROXY_LOSSES else 2
     sampler_lib.check_batch_layout(

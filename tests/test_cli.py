@@ -53,6 +53,10 @@ def test_a_mistyped_config_key_is_one_line_with_the_nearest_key(tmp_path):
     (["--config=configs/demo.py", "--config.divide.num_learners=0"],
      "divide.num_learners=0 must be at least 1"),
     (["--config=configs/demo.py", "--config.dtype=fp16"], "dtype must be 'auto'"),
+    (["--config=configs/demo.py", "--config.data.batch_size=30"],
+     "data.batch_size=30 is not a whole number of classes of data.samples_per_class=4"),
+    (["--config=configs/demo.py", "--config.data.samples_per_class=1"],
+     "data.samples_per_class=1 must be an integer >= 2: a class needs a positive pair"),
 ])
 def test_each_bad_config_is_one_line_before_anything_is_written(tmp_path, args, expected):
     bad = tmp_path / "bad_config.py"

@@ -2,6 +2,7 @@
 (class folders, CSV lists), and tfds (never the real tfds.data_source: no download, ever)."""
 import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -344,6 +345,93 @@ def test_folder_split_is_class_disjoint_seeded_and_deterministic(tmp_path):
     assert len(custom.folder(root, 0, 0.2)["train"].class_names) == 1
     with pytest.raises(DataError, match="data.train_fraction"):
         custom.folder(root, 0, 1.0)
+
+
+def _split_folder(root, splits):
+    """root/<split>/<class>/<k>.{png,jpg}: `splits` maps a split folder's name to its classes."""
+    for split, classes in splits.items():
+        for k, cls in enumerate(classes):
+            _image(str(root / split / cls / "0.png"), color=(k * 30, 0, 0))
+            _image(str(root / split / cls / "deep" / "1.jpg"), color=(k * 30, 9, 0))
+    return root
+
+
+def test_train_and_test_folders_are_the_splits(tmp_path, caplog, fake_decode):
+    root = _split_folder(tmp_path / "pets", {"train": ("cat", "dog"), "test": ("eel", "fox"),
+                                             ".hidden": ("gnu",)})
+    out = custom.folder(str(root), seed=0, train_fraction=0.5)
+    assert set(out) == {"train", "test"}
+    assert out["train"].class_names == ["cat", "dog"] and len(out["train"]) == 4
+    assert out["test"].class_names == ["eel", "fox"] and _names(out["test"]) == [
+        "eel", "eel", "fox", "fox"]
+    assert all(p.startswith(str(root / "test")) for p in out["test"].paths)
+    assert _plain(custom.folder(str(root), seed=5, train_fraction=0.2)) == _plain(out)
+    assert not _warnings(caplog)
+    # Through load_dataset: the ImageSets of the same splits (leave-one-out on 'test').
+    sets = sources.load_dataset(_data_config(tmp_path, "folder", root))
+    assert set(sets) == {"train", "test"} and sets["test"].class_names == ["eel", "fox"]
+    # A class in both splits is the user's choice, warned about (as a CSV split column is).
+    _image(str(root / "test" / "cat" / "0.png"))
+    assert custom.folder(str(root), 0, 0.5)["test"].class_names == ["cat", "eel", "fox"]
+    assert "1 classes are in both training and evaluation" in _warnings(caplog)[0]
+
+
+def test_train_query_gallery_folders_are_in_shops_protocol(tmp_path, caplog, fake_decode):
+    """Query and gallery share one label space (as benchmarks.inshop gives them), train has
+    its own; the evaluator then runs query against gallery."""
+    from dnc_jax.evaluation import protocols
+
+    root = _split_folder(tmp_path / "shop", {"Train": ("a", "b"), "query": ("c", "d"),
+                                             "gallery": ("c", "d", "e")})
+    out = custom.folder(str(root), seed=0, train_fraction=0.5)
+    assert set(out) == {"train", "query", "gallery"}
+    assert out["train"].class_names == ["a", "b"]
+    assert out["query"].class_names == out["gallery"].class_names == ["c", "d", "e"]
+    assert out["query"].labels.tolist() == [0, 0, 1, 1]
+    assert out["gallery"].labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert not _warnings(caplog)
+    sets = sources.load_dataset(_data_config(tmp_path, "folder", root), held_out_only=True)
+    assert set(sets) == {"query", "gallery"}
+    assert not [c for c in fake_decode if c.endswith("-train")]
+    assert protocols.protocol_for_dataset("folder", split_names=list(sets)) == "query_gallery"
+
+
+@pytest.mark.parametrize("layout, expected", [
+    ({"train": ("a",), "cat": ("x",), "dog": ("y",)},
+     r"^Image folder data set: {root} mixes split folders \(train/\) with class folders "
+     r"\(cat/, dog/\); use either split folders \(train/ and test/, or train/, query/ and "
+     r"gallery/, each holding class folders\) or class folders alone$"),
+    ({"test": ("a", "b")},
+     r"^Image folder data set: {root} has split folders test/ only; it needs train/ and test/, "
+     r"or train/, query/ and gallery/ \(each holding one sub-folder per class\)$"),
+    ({"train": ("a", "b"), "query": ("c",)},
+     r"^Image folder data set: {root} has split folders query/, train/ only; it needs"),
+    ({"train": ("a", "b"), "gallery": ("c",), "test": ("d",)},
+     r"^Image folder data set: {root} has split folders gallery/, test/, train/ only"),
+    ({"train": ("a", "b"), "Test": ("c",), "test": ("d",)},
+     r"^Image folder data set: {root} has split folders differing only in case \(Test/, "
+     r"test/, train/\); keep one of each$"),
+])
+def test_a_mixed_or_incomplete_folder_layout_is_one_line(tmp_path, layout, expected):
+    root = _split_folder(tmp_path / "mine", layout)
+    with pytest.raises(DataError, match=expected.format(root=re.escape(str(root)))) as e:
+        custom.folder(str(root), 0, 0.5)
+    assert "\n" not in str(e.value)
+
+
+def test_a_split_folder_without_class_folders_is_one_line(tmp_path):
+    root = _split_folder(tmp_path / "mine", {"train": ("a", "b")})
+    _image(str(root / "test" / "loose.jpg"))
+    with pytest.raises(DataError, match=(
+            f"^Image folder data set: {re.escape(str(root / 'test'))} holds images outside "
+            r"class folders \(e.g. loose.jpg\); put each in test/<class>/; the 'test' split needs "
+            r"test/<class>/<image> files$")):
+        custom.folder(str(root), 0, 0.5)
+    os.remove(root / "test" / "loose.jpg")
+    os.makedirs(root / "test" / "empty")
+    with pytest.raises(DataError, match=f"^Image folder data set: {re.escape(str(root))}/test "
+                                        f"holds no class folder of images"):
+        custom.folder(str(root), 0, 0.5)
 
 
 # --- Your own data: CSV lists --------------------------------------------------------------

@@ -1,9 +1,14 @@
 """Your own data: a folder of class folders, or a CSV list of `path,label[,split]`.
 
-Without a split column the loader splits by class, as the benchmarks do: the sorted class names
-are shuffled with `data.split_seed` and the first `data.train_fraction` of them train, the rest
-test, so test classes are never seen in training and the split is the same on every run and
-machine. With a split column the file decides (train and test, or train, query and gallery).
+Without a split (class folders directly under `data.root`, or a CSV without a split column) the
+loader splits by class, as the benchmarks do: the sorted class names are shuffled with
+`data.split_seed` and the first `data.train_fraction` of them train, the rest test, so test
+classes are never seen in training and the split is the same on every run and machine. With
+split folders (`root/train/<class>/`, `root/test/<class>/`; or `train/`, `query/`, `gallery/`)
+or a split column, the data decides (train and test, or train, query and gallery); query and
+gallery share one label space, as In-shop's do. A class named in both training and evaluation
+splits is kept with a warning (the benchmarks never do that). A root mixing split folders with
+class folders, or holding an incomplete set of split folders, is a one-line DataError.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from dnc_jax.data.image_lists import ROOT_KEY, ImageList, is_image_file, make_li
 FOLDER_TITLE = "Image folder data set"
 CSV_TITLE = "CSV list data set"
 CSV_SPLITS = ("train", "test", "query", "gallery")
+SPLIT_LAYOUTS = (("train", "test"), ("train", "query", "gallery"))  # split folders
 _HEADERS = (["path", "label"], ["path", "label", "split"])
 
 
@@ -58,25 +64,77 @@ def _split_by_classes(paths, labels, seed, train_fraction) -> dict[str, ImageLis
     return out
 
 
-def folder(root: str, seed: int, train_fraction: float) -> dict[str, ImageList]:
-    """`root/<class>/**/<image>`: every sub-folder of root is a class, split by class."""
-    root = _given(root, FOLDER_TITLE, "folder", "/path/to/it",
-                  "one sub-folder of images per class", os.path.isdir)
+def _subfolders(path: str) -> list[str]:
+    """The sorted names of the sub-folders of `path`, hidden ones ('.x') left out."""
+    return sorted(name for name in os.listdir(path)
+                  if not name.startswith(".") and os.path.isdir(os.path.join(path, name)))
+
+
+def _class_images(path: str):
+    """(paths, labels) of `path/<class>/**/<image>`: every sub-folder of `path` is a class."""
     paths, labels = [], []
-    for name in sorted(os.listdir(root)):
-        class_dir = os.path.join(root, name)
-        if name.startswith(".") or not os.path.isdir(class_dir):
-            continue
-        for dirpath, dirnames, filenames in os.walk(class_dir):
+    for name in _subfolders(path):
+        for dirpath, dirnames, filenames in os.walk(os.path.join(path, name)):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for f in sorted(filenames):
                 if is_image_file(f):
                     paths.append(os.path.join(dirpath, f))
                     labels.append(name)
+    return paths, labels
+
+
+def _listed(names, most: int = 4) -> str:
+    shown = ", ".join(f"{n}/" for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def folder(root: str, seed: int, train_fraction: float) -> dict[str, ImageList]:
+    """`root/<class>/**/<image>`: every sub-folder of root is a class, split by class; or
+    `root/<split>/<class>/**/<image>` with split folders train + test, or train + query +
+    gallery (names in any case), which are the splits."""
+    root = _given(root, FOLDER_TITLE, "folder", "/path/to/it",
+                  "one sub-folder of images per class, or train/ and test/ of class folders",
+                  os.path.isdir)
+    names = _subfolders(root)
+    split_dirs = [n for n in names if n.lower() in CSV_SPLITS]
+    if split_dirs:
+        return _split_folders(root, names, split_dirs)
+    paths, labels = _class_images(root)
     if len(set(labels)) < 2:
         raise DataError(f"{FOLDER_TITLE}: {root} needs at least two sub-folders holding images "
                         f"(one per class), found {len(set(labels))}; set {ROOT_KEY}<such a folder>")
     return _split_by_classes(paths, labels, seed, train_fraction)
+
+
+def _split_folders(root: str, names, split_dirs) -> dict[str, ImageList]:
+    """The splits `root/<split>/<class>/...` name, checked to be one of SPLIT_LAYOUTS."""
+    layouts = "train/ and test/, or train/, query/ and gallery/"
+    classes = [n for n in names if n not in split_dirs]
+    if classes:
+        raise DataError(f"{FOLDER_TITLE}: {root} mixes split folders ({_listed(split_dirs)}) "
+                        f"with class folders ({_listed(classes)}); use either split folders "
+                        f"({layouts}, each holding class folders) or class folders alone")
+    present = sorted({n.lower() for n in split_dirs}, key=CSV_SPLITS.index)
+    if len(present) < len(split_dirs):
+        raise DataError(f"{FOLDER_TITLE}: {root} has split folders differing only in case "
+                        f"({_listed(split_dirs)}); keep one of each")
+    if tuple(present) not in SPLIT_LAYOUTS:
+        raise DataError(f"{FOLDER_TITLE}: {root} has split folders {_listed(split_dirs)} only; "
+                        f"it needs {layouts} (each holding one sub-folder per class)")
+    paths, labels, splits = [], [], []
+    for name in split_dirs:
+        split_dir = os.path.join(root, name)
+        found, of_class = _class_images(split_dir)
+        if not found:
+            loose = [f for f in sorted(os.listdir(split_dir)) if is_image_file(f)]
+            held = (f"holds images outside class folders (e.g. {loose[0]}); put each in "
+                    f"{name}/<class>/" if loose else "holds no class folder of images")
+            raise DataError(f"{FOLDER_TITLE}: {split_dir} {held}; the '{name.lower()}' split "
+                            f"needs {name}/<class>/<image> files")
+        paths += found
+        labels += of_class
+        splits += [name.lower()] * len(found)
+    return _given_splits(root, paths, labels, splits)
 
 
 def _read_csv_rows(path: str):

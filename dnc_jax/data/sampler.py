@@ -93,18 +93,25 @@ def learner_slots(batch_size: int, num_learners: int, samples_per_class: int) ->
 
 def check_batch_layout(batch_size: int, samples_per_class: int, max_learners: int,
                        schedule: str, min_classes: int = 2) -> None:
-    """Refuses, before any data loads, a batch that gives some learner fewer than `min_classes`.
+    """Refuses, before any data loads, a batch that gives some learner fewer than `min_classes`,
+    or that is not a whole number of classes for each learner.
 
     For a pair-based loss a learner batch of one class has no negative pair: the loss is 0 and
     the step trains nothing, silently (proxy losses, whose negatives are proxies, pass
     min_classes=1). Under 'joint' the batch is split among the learners, so this is checked at
-    the largest K of the run (PAMI's K grows to divide.num_learners).
+    the largest K of the run (PAMI's K grows to divide.num_learners, by doubling: a batch of
+    whole classes for K learners is one for K/2 too). Slots that hold no whole class would be
+    padding in every step (`learner_slots` rounds down), computed and thrown away.
     """
     if schedule not in SCHEDULES:
         raise ConfigError(f"divide.learner_schedule={schedule!r} is not one of {SCHEDULES}")
+    if max_learners < 1:
+        raise ConfigError(f"divide.num_learners={max_learners} must be at least 1 (1: the "
+                          f"plain baseline)")
     sharing = max_learners if schedule == "joint" else 1
     classes = learner_slots(batch_size, sharing, samples_per_class) // samples_per_class
     if classes >= min_classes:
+        _check_whole_classes(batch_size, samples_per_class, sharing)
         return
     need = sharing * min_classes * samples_per_class
     if schedule == "joint":
@@ -117,6 +124,24 @@ def check_batch_layout(batch_size: int, samples_per_class: int, max_learners: in
         f"data.batch_size={batch_size} holds one class of {samples_per_class} images "
         f"(data.samples_per_class): no negatives, nothing to learn; use data.batch_size >= "
         f"{need}")
+
+
+def _check_whole_classes(batch_size: int, samples_per_class: int, sharing: int) -> None:
+    step = sharing * samples_per_class
+    padding = batch_size % step
+    if not padding:
+        return
+    below = batch_size - padding
+    if sharing > 1:
+        raise ConfigError(
+            f"data.batch_size={batch_size} is not a whole number of classes for each of the "
+            f"{sharing} learners of a 'joint' step ({sharing} x data.samples_per_class="
+            f"{samples_per_class}): {padding} slots would be padding; use a multiple of "
+            f"{step}, e.g. {below} or {below + step}")
+    raise ConfigError(
+        f"data.batch_size={batch_size} is not a whole number of classes of "
+        f"data.samples_per_class={samples_per_class} images: {padding} slots would be padding; "
+        f"use a multiple of {samples_per_class}, e.g. {below} or {below + step}")
 
 
 def check_enough_classes(labels, num_learners: int, min_classes: int = 2) -> None:

@@ -2,7 +2,8 @@
 the evaluated ones.
 
 Splits: always 'train'; then 'test' (leave-one-out retrieval over the test set: glyphs, sop,
-cub, cars, folder, csv, tfds), or 'query' + 'gallery' (inshop; csv with such a split column).
+cub, cars, folder, csv, tfds), or 'query' + 'gallery' (inshop; folder with such split folders;
+csv with such a split column).
 vehicleid gives 'test_small', 'test_medium', 'test_large' and 'test', the one of them named by
 `data.vehicleid_test` (the same ImageSet, decoded once).
 
