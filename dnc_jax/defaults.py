@@ -38,12 +38,14 @@ def get_config():
     config.data = ml_collections.ConfigDict()
     config.data.name = "glyphs"    # data set: 'glyphs' (offline demo) | 'sop' | 'cub' | 'cars'
                                    # | 'inshop' | 'vehicleid' | 'folder' (one sub-folder per
-                                   # class) | 'csv' (path,label[,split] lines) | 'tfds'
+                                   # class, or train/ + test/ or train/ + query/ + gallery/
+                                   # of class folders) | 'csv' (path,label[,split] lines) | 'tfds'
     config.data.root = ""          # folder holding the data set in its official layout;
-                                   # 'folder': the folder of class folders; 'csv': the CSV file
+                                   # 'folder': the folder of class (or split) folders;
+                                   # 'csv': the CSV file
     config.data.vehicleid_test = "large"  # VehicleID list evaluated as 'test' during training:
                                           # 'small' (800 ids) | 'medium' (1600) | 'large' (2400)
-    config.data.split_seed = 0     # 'folder'/'csv' without a split column: seed of the shuffle
+    config.data.split_seed = 0     # 'folder'/'csv' without splits given: seed of the shuffle
                                    # of the sorted class names that picks the train classes
     config.data.train_fraction = 0.5  # ... and the share of classes that train (rest: test)
     config.data.tfds_name = ""     # 'tfds': caltech_birds2011 | cars196 | stanford_online_products
@@ -53,6 +55,10 @@ def get_config():
                                    # checked once) into one cache file per split here
     config.data.view_workers = -1  # image files: processes decoding and cropping at the images'
                                    # own resolution (-1: one per core; 0: the main process)
+    config.data.cache_eval_views = True  # image files: keep each eval view after its first
+                                   # decode (an unlinked file under cache_dir, gone at exit), so
+                                   # later evaluation/reclustering passes skip the decode (SOP at
+                                   # 224 px: 18 GB of disk; False: decode every pass)
     config.data.image_size = 256   # glyphs: side of the rendered images (image files are used
                                    # at their own resolution)
     config.data.skip_bad_images = False  # skip corrupt/truncated images (warned) instead of failing
@@ -242,6 +248,7 @@ ADDED_KEYS = {
     "data.glyphs.classes": "letters",
     "data.glyphs.labels": "character",
     "data.view_workers": -1,
+    "data.cache_eval_views": False,
     "data.skip_bad_images": False,
     "data.tfds_name": "",
     "augment.normalization": "imagenet",

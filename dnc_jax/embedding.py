@@ -12,6 +12,8 @@ with its final image, `feed.embed_batches`), so one compiled program serves ever
 from __future__ import annotations
 
 import collections
+import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +23,7 @@ from dnc_jax import defaults
 from dnc_jax import feed
 from dnc_jax import logs
 from dnc_jax import parallel
-from dnc_jax.data import augment
+from dnc_jax.data import augment, view_cache
 from dnc_jax.divide import masks as masks_lib
 
 OUTPUTS = ("embedding", "features")
@@ -67,11 +69,15 @@ class EmbeddingPass:
     first come and closed by `close()`.
     """
 
-    def __init__(self, model, config, mesh, batch_size=None, loader=None):
+    def __init__(self, model, config, mesh, batch_size=None, loader=None, cache_views=False):
         self.batch_size = batch_size or config.data.eval_batch_size
         self._model, self._config, self._mesh = model, config, mesh
         self._steps = {}  # host_cut -> its jitted embed step, compiled when first used
         self._loader, self._owns_loader = loader, loader is None
+        # Image files embedded again and again (training's passes): their eval views are kept
+        # after the first pass (`data/view_cache.py`), one cache per image set.
+        self._cache_views = cache_views
+        self._view_caches = {}  # id(images) -> (images, ViewCache)
 
     def _step(self, cut: bool):
         if cut not in self._steps:
@@ -91,9 +97,19 @@ class EmbeddingPass:
         in device memory)."""
         cut = feed.host_cut(images)
         batches = feed.embed_batches(images, sizes, self.batch_size, self._mesh,
-                                     self._view_loader() if cut else None)
+                                     self._view_loader() if cut else None,
+                                     self._view_cache(images) if cut else None)
         return self._run(variables, batches, len(images), self._step(cut), slices, outputs,
                          to_host, progress)
+
+    def _view_cache(self, images):
+        if not self._cache_views:
+            return None
+        if id(images) not in self._view_caches:  # the images are held: their id stays theirs
+            folder = os.path.expanduser(self._config.data.cache_dir or tempfile.gettempdir())
+            self._view_caches[id(images)] = (images, view_cache.ViewCache(
+                len(images), self._config.augment.image_size, folder))
+        return self._view_caches[id(images)][1]
 
     def views(self, variables, views, slices, progress=False) -> np.ndarray:
         """float32 [N, d] embedding of eval views already cut, uint8 [N, out, out, 3]."""
@@ -119,15 +135,23 @@ class EmbeddingPass:
         bar.close()
         if not done:
             return {k: np.zeros((0, slices.shape[1]), np.float32) for k in outputs}
-        if to_host:
-            return {k: np.concatenate(v)[:n].astype(np.float32) for k, v in done.items()}
-        return {k: jnp.concatenate(v)[:n] for k, v in done.items()}
+        return _concatenate(done, n, to_host)
 
     def close(self):
         """Stops the view workers this pass started (a shared loader is its owner's)."""
         if self._owns_loader and self._loader is not None:
             self._loader.close()
             self._loader = None
+        for _, cache in self._view_caches.values():
+            cache.close()
+        self._view_caches = {}
+
+
+def _concatenate(done, n, to_host):
+    """{output: [n, ...]} of the batches' outputs, the last batch's padding cut off."""
+    if to_host:
+        return {k: np.concatenate(v)[:n].astype(np.float32) for k, v in done.items()}
+    return {k: jnp.concatenate(v)[:n] for k, v in done.items()}
 
 
 def _collect(done, out, to_host):

@@ -41,15 +41,23 @@ def view_loader(config, workers=None) -> host_views.ViewLoader:
     return host_views.ViewLoader(aug.image_size, augment.eval_resize_size(aug), workers)
 
 
-def embed_batches(images, sizes, batch_size: int, mesh, loader=None):
+def embed_batches(images, sizes, batch_size: int, mesh, loader=None, view_cache=None):
     """(images, sizes) device batches of `batch_size` rows covering rows 0..N-1 in order, the
     last one padded with the final row; `sizes` is None for host-cut views and for rows that
-    are the originals."""
+    are the originals. Host-cut views come from `view_cache` (a `ViewCache` of these images)
+    where it holds this process's rows, else from `loader`, and are then written to it."""
     n = len(images)
     rows_of = [np.minimum(np.arange(s, s + batch_size), n - 1) for s in range(0, n, batch_size)]
     if host_cut(images):
         lo, hi = parallel.local_span(batch_size, mesh)
-        for views in loader.stream(images, ((rows[lo:hi], None) for rows in rows_of)):
+        local = [rows[lo:hi] for rows in rows_of]
+        if view_cache is not None and view_cache.has(np.concatenate(local or [[]]).astype(int)):
+            for rows in local:
+                yield parallel.put_local(view_cache.read(rows), lo, batch_size, mesh), None
+            return
+        for rows, views in zip(local, loader.stream(images, ((r, None) for r in local))):
+            if view_cache is not None:
+                view_cache.write(rows, views)
             yield parallel.put_local(views, lo, batch_size, mesh), None
         return
     for rows in rows_of:

@@ -66,7 +66,16 @@ def put_rows(source, rows, mesh):
     rows = np.asarray(rows)
     shape = (len(rows),) + tuple(source.shape[1:])
     return jax.make_array_from_callback(
-        shape, batch_sharding(mesh), lambda index: np.asarray(source[rows[index[0]]]))
+        shape, batch_sharding(mesh), lambda index: _take(source, rows[index[0]]))
+
+
+def _take(source, rows):
+    """source[rows]; consecutive rows (an embedding pass's batches) as a slice, which the copy
+    to the device reads in place instead of a gathered copy first."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 \
+            and np.array_equal(rows, np.arange(rows[0], rows[-1] + 1)):
+        return np.asarray(source[rows[0]:rows[-1] + 1])
+    return np.asarray(source[rows])
 
 
 def local_span(num_rows: int, mesh) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from dnc_jax import logs
+from dnc_jax import phase_clock
 from dnc_jax.evaluation.evaluator import HEADLINE, metrics_of
 
 
@@ -76,18 +77,22 @@ def epoch_line(record, label):
     return "  ".join(parts)
 
 
-def final_summary(records, workdir):
+def final_summary(records, workdir, tail=None):
     """The last epoch's metrics (the number to report) and, labelled as model selection on the
-    test set, the best epoch's; also written to WORKDIR/summary.json."""
+    test set, the best epoch's, and where the run's time went (each phase's seconds over every
+    record, plus `tail`: the phase seconds after the last record, its final saves); also
+    written to WORKDIR/summary.json."""
     start = next((r for r in records if r.get("epoch") == -1), None)
     evaluated = [r for r in records if HEADLINE in r and r.get("epoch", -1) >= 0]
     if start is None or not evaluated:
         return
     last = evaluated[-1]
     best = max(evaluated, key=lambda r: r[HEADLINE])
+    seconds = phase_clock.totals(list(records) + ([tail] if tail else []))
     summary = {"last_epoch": {"epoch": last["epoch"], **metrics_of(last)},
                "best_epoch_selected_on_test": {"epoch": best["epoch"], **metrics_of(best)},
-               "untrained": metrics_of(start)}
+               "untrained": metrics_of(start),
+               "seconds": {k: round(v, 2) for k, v in seconds.items()}}
     if logs.is_main_process():
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
@@ -98,3 +103,7 @@ def final_summary(records, workdir):
              f"{os.path.join(workdir, 'metrics.jsonl')}")
     logs.say(f"best epoch {best['epoch']}: R@1 {100 * best['recall@1']:.2f} (selected on the "
              f"test set: not a fair number to report)")
+    lines = phase_clock.table(seconds)
+    if lines:
+        logs.say("where the time went (every epoch of the run, untrained evaluation included):\n"
+                 + "\n".join("  " + line for line in lines))

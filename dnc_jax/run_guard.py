@@ -13,12 +13,13 @@ from dnc_jax.errors import RunError
 
 # Keys that do not change what a run computes: reporting, bookkeeping, the number of epochs
 # (asking a finished run for more epochs continues it), how many steps one compiled call
-# makes (the same updates; float sums may differ in their last bits), and where compiled
-# programs are cached.
+# makes (the same updates; float sums may differ in their last bits), where compiled
+# programs are cached, and who cuts the views and whether eval views are kept (the same pixels).
 _NEUTRAL_PREFIXES = ("progress", "log_every_steps", "num_epochs", "steps_per_call",
                      "compilation_cache_dir",
                      "checkpoint.", "eval.",
-                     "data.cache_dir", "data.root", "data.tfds_data_dir", "data.eval_batch_size")
+                     "data.cache_dir", "data.root", "data.tfds_data_dir", "data.eval_batch_size",
+                     "data.view_workers", "data.cache_eval_views")
 
 class WorkdirLock:
     """An exclusive flock on WORKDIR/.lock, released when the process ends (even by SIGKILL)."""

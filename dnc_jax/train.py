@@ -31,6 +31,7 @@ from dnc_jax import feed
 from dnc_jax import logs
 from dnc_jax import optim
 from dnc_jax import parallel
+from dnc_jax import phase_clock
 from dnc_jax import plots
 from dnc_jax import reporting
 from dnc_jax import run_guard
@@ -78,10 +79,14 @@ class Trainer:
         # Image files: worker processes cut the views on the host (dnc_jax.feed), for the
         # training batches and the embedding passes alike.
         self.loader = feed.view_loader(config) if feed.host_cut(self.train_set.images) else None
-        self.embedding = embedding.EmbeddingPass(self.model, config, mesh, loader=self.loader)
+        self.embedding = embedding.EmbeddingPass(self.model, config, mesh, loader=self.loader,
+                                                 cache_views=config.data.cache_eval_views)
         self.evaluator = Evaluator(config, datasets, mesh=mesh)
+        self.clock = phase_clock.PhaseClock().start()  # seconds per phase, in each record
 
     def close(self):
+        self.clock.close()
+        self.embedding.close()
         if self.loader is not None:
             self.loader.close()
 
@@ -102,25 +107,33 @@ class Trainer:
         state = steps.create_train_state(params, batch_stats, self.optimizer)
         return parallel.put_replicated(state, self.mesh)
 
-    def embed(self, state, image_set, slices):
-        """{'embedding', 'features'}: device arrays [N, ...] of every image's eval view."""
-        return self.embedding((state.params["model"], state.batch_stats), image_set.images,
-                              slices, image_set.sizes, outputs=embedding.OUTPUTS)
+    def embed(self, state, image_set, slices, output="embedding"):
+        """The `output` ('embedding' or 'features') of every image's eval view: a device array
+        [N, ...], computed before this returns (its seconds are the caller's phase's)."""
+        out = self.embedding((state.params["model"], state.batch_stats), image_set.images,
+                             slices, image_set.sizes, outputs=(output,))
+        return jax.block_until_ready(out[output])
 
     def evaluate(self, state, slices):
         """The ProtocolResult on the held-out classes (the evaluator's protocol)."""
-        return self.evaluator(lambda image_set: self.embed(state, image_set, slices)["embedding"],
-                              self.datasets)
+        def embed(image_set):
+            with self.clock.phase("eval_embed"):
+                return self.embed(state, image_set, slices)
+
+        with self.clock.phase("eval_retrieval"):  # less the passes inside it
+            return self.evaluator(embed, self.datasets)
 
     def cluster(self, state, slices, phase, previous, rng):
         """(assignment, statistics) of the training set's reclustering for `phase`."""
         features = None
         if recluster.needs_features(phase):
-            out = self.embed(state, self.train_set, slices)
-            features = out["features" if self.config.divide.cluster_on == "features"
-                           else "embedding"]
-        return recluster.recluster(features, self.train_set.labels, phase, previous, rng,
-                                   self.config.divide)
+            with self.clock.phase("recluster_embed"):
+                features = self.embed(state, self.train_set, slices,
+                                      "features" if self.config.divide.cluster_on == "features"
+                                      else "embedding")
+        with self.clock.phase("recluster_kmeans"):
+            return recluster.recluster(features, self.train_set.labels, phase, previous, rng,
+                                       self.config.divide)
 
     # -- one epoch of training -------------------------------------------------------------
     _STOP_SYNC_EVERY = 10  # steps between multi-host agreements on stopping
@@ -333,6 +346,7 @@ def _train_loop(config, workdir, trainer, stop, ckpt, best_ckpt):
             f.write(config.to_json_best_effort(indent=2))
 
     def report(record, label):
+        record.update(trainer.clock.take())
         writer.write(record)
         board.write(record)
         logs.say(reporting.epoch_line(record, label))
@@ -380,12 +394,14 @@ def _train_loop(config, workdir, trainer, stop, ckpt, best_ckpt):
             method=config.divide.schedule)
 
         def save_mid_epoch(state_, history_, epoch=epoch, record=record, assignment=assignment):
-            ckpt.save_in_epoch(state_, assignment, epoch, record, history_)
+            with trainer.clock.phase("checkpoint"):
+                ckpt.save_in_epoch(state_, assignment, epoch, record, history_)
 
         t0 = time.time()
-        state, history, finished = trainer.train_epoch(
-            state, sampler, epoch, arrays, train_rng, start_step=start_step, history=history,
-            stop=stop, save_mid_epoch=save_mid_epoch)
+        with trainer.clock.phase("train"):
+            state, history, finished = trainer.train_epoch(
+                state, sampler, epoch, arrays, train_rng, start_step=start_step,
+                history=history, stop=stop, save_mid_epoch=save_mid_epoch)
         if not finished:
             save_mid_epoch(state, history)
             ckpt.wait()
@@ -399,22 +415,25 @@ def _train_loop(config, workdir, trainer, stop, ckpt, best_ckpt):
         report(record, f"epoch {epoch}")
         if logs.is_main_process():
             plots.plot_run(writer.read(), workdir)
-        if (epoch + 1) % config.checkpoint.every_epochs == 0 or epoch == config.num_epochs - 1:
-            ckpt.save_epoch_end(state, assignment, epoch)
-        if best_ckpt is not None and record.get(HEADLINE, -1.0) > best:
-            # Model selection on the test set, as both official repos do: kept apart and named
-            # so, never the default result.
-            best = record[HEADLINE]
-            best_ckpt.save_best(state, assignment, epoch, HEADLINE, best)
+        with trainer.clock.phase("checkpoint"):
+            if (epoch + 1) % config.checkpoint.every_epochs == 0 \
+                    or epoch == config.num_epochs - 1:
+                ckpt.save_epoch_end(state, assignment, epoch)
+            if best_ckpt is not None and record.get(HEADLINE, -1.0) > best:
+                # Model selection on the test set, as both official repos do: kept apart and
+                # named so, never the default result.
+                best = record[HEADLINE]
+                best_ckpt.save_best(state, assignment, epoch, HEADLINE, best)
         if parallel.any_process(bool(stop)):
             ckpt.save_epoch_end(state, assignment, epoch)
             ckpt.wait()
             logs.say(f"stopped by {stop.signal} after epoch {epoch}; saved. Run the same "
                      f"command to resume.")
             return record
-    ckpt.wait()
+    with trainer.clock.phase("checkpoint"):
+        ckpt.wait()
     board.close()
-    reporting.final_summary(writer.read(), workdir)
+    reporting.final_summary(writer.read(), workdir, tail=trainer.clock.take())
     return record
 
 

@@ -80,7 +80,7 @@ def test_embed_command_gives_the_trainers_evaluation_embedding(run, index):
     test = run.datasets["test"]
     subset = ImageSet(images=np.asarray(test.images)[run.rows], labels=test.labels[run.rows],
                       class_names=test.class_names)
-    expected = np.asarray(trainer.embed(state, subset, slices)["embedding"])
+    expected = np.asarray(trainer.embed(state, subset, slices))
     order = [run.paths.index(p) for p in listed]
     np.testing.assert_allclose(embeddings, expected[order], atol=1e-5)
     # Two unit-norm learner blocks (K=2 slices): the evaluation embedding, not the raw output.

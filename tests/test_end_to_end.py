@@ -66,6 +66,21 @@ def test_train_and_evaluate_writes_metrics_and_resumes_exactly(tmp_path, cache_d
     assert summary["last_epoch"]["epoch"] == 2
     assert "best_epoch_selected_on_test" in summary
 
+    # Where the time went: every record times its phases, within its own wall time.
+    for r in records:
+        phases = [v for k, v in r.items() if k.startswith("seconds/")
+                  and k not in ("seconds/wall", "seconds/compile")]
+        assert 0 < sum(phases) <= r["seconds/wall"] + 1e-3
+        assert r["seconds/eval_embed"] > 0 and r["seconds/eval_retrieval"] > 0
+    assert records[0]["seconds/compile"] > 0  # the embedding pass's first trace and compile
+    assert all(r["seconds/train"] > 0 for r in epochs)
+    reclustered = [r for r in epochs if "recluster_seconds" in r]
+    assert reclustered and all(r["seconds/recluster_embed"] > 0
+                               and r["seconds/recluster_kmeans"] > 0 for r in reclustered)
+    assert all(r["seconds/checkpoint"] > 0 for r in epochs[1:])  # the previous epoch's save
+    assert summary["seconds"]["train"] == pytest.approx(
+        sum(r["seconds/train"] for r in epochs), abs=0.05)
+
     # The resumed run continues from epoch 2 with the same result as the uninterrupted one.
     assert [r["epoch"] for r in first] == [-1, 0, 1]
     assert [r["epoch"] for r in _records(tmp_path / "split")] == [-1, 0, 1, 2]

@@ -1,5 +1,7 @@
 """Image files through the trainer's feed: host-cut crops per (seed, epoch, step), resumable,
 one compiled train step for every batch, eval views in order."""
+import os
+
 import chex
 import jax
 import numpy as np
@@ -7,7 +9,7 @@ from PIL import Image
 
 from dnc_jax import feed, parallel, steps
 from dnc_jax.divide import masks
-from dnc_jax.data import host_views
+from dnc_jax.data import host_views, view_cache
 from dnc_jax.data.cache import cached_images
 from dnc_jax.data.image_set import ImageSet
 from dnc_jax.data.sampler import make_sampler
@@ -99,3 +101,42 @@ def test_embed_batches_cover_every_row_in_order(tmp_path):
     want = loader.views(data.images, np.arange(len(files)))
     np.testing.assert_array_equal(views[:len(files)], want)
     np.testing.assert_array_equal(views[len(files):], np.repeat(want[-1:], 30 - len(files), 0))
+
+
+def test_a_view_cache_serves_the_same_views_and_skips_the_decode(tmp_path):
+    files, data = _files_set(tmp_path)
+    loader = host_views.ViewLoader(16, 18)
+    mesh = parallel.make_mesh()
+    cache = view_cache.ViewCache(len(files), 16, str(tmp_path / "views"))
+    assert os.listdir(tmp_path / "views") == []  # unlinked: gone with the process
+    requests = []
+    stream = loader.stream
+    loader.stream = lambda images, reqs: stream(images, (requests.append(r) or r for r in reqs))
+    first = [np.asarray(b) for b, _ in feed.embed_batches(data.images, data.sizes, 10, mesh,
+                                                          loader, cache)]
+    assert len(requests) == 3 and cache.filled.all()
+    again = [np.asarray(b) for b, _ in feed.embed_batches(data.images, data.sizes, 10, mesh,
+                                                          loader, cache)]
+    assert len(requests) == 3  # the second pass decoded nothing
+    plain = [np.asarray(b) for b, _ in feed.embed_batches(data.images, data.sizes, 10, mesh,
+                                                          loader)]
+    for a, b, c in zip(first, again, plain):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+    # Consecutive rows are read in place; others gathered.
+    assert np.shares_memory(cache.read(np.arange(3, 9)), cache.views)
+    np.testing.assert_array_equal(cache.read(np.array([5, 2, 2])),
+                                  np.concatenate(plain)[[5, 2, 2]])
+    # A cache missing one row decodes the pass again (and fills it).
+    cache.filled[7] = False
+    before = len(requests)
+    list(feed.embed_batches(data.images, data.sizes, 10, mesh, loader, cache))
+    assert len(requests) == before + 3 and cache.filled.all()
+
+
+def test_put_rows_reads_consecutive_rows_in_place_and_gathers_the_rest():
+    source = np.arange(40, dtype=np.int32).reshape(10, 4)
+    mesh = parallel.make_mesh()
+    for rows in ([2, 3, 4, 5], [9, 9, 9, 9], [0, 2, 1, 3], [7, 8, 9, 9]):
+        np.testing.assert_array_equal(np.asarray(parallel.put_rows(source, rows, mesh)),
+                                      source[rows])
