@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from dnc_jax import checkpoint as checkpoint_lib
+from dnc_jax import compile_cache
 from dnc_jax import defaults
 from dnc_jax import embedding
 from dnc_jax import parallel
@@ -126,6 +127,9 @@ def load_trained(workdir: str, batch_size: Optional[int] = None, overrides=()) -
     a folder that is not a run, has no checkpoint, or whose checkpoints do not match its config.
     """
     config = read_config(workdir, overrides)
+    # The run's persistent compilation cache: evaluate, embed, search and export load the
+    # programs an earlier call compiled (the environment's JAX_COMPILATION_CACHE_DIR wins).
+    compile_cache.enable(config.compilation_cache_dir)
     mesh = parallel.make_mesh()
     batch_size = batch_size or config.data.eval_batch_size
     if batch_size % mesh.devices.size:

@@ -40,6 +40,27 @@ def test_a_second_start_loads_every_program_the_first_wrote(tmp_path):
     assert _entries(cache) == written  # every lookup a hit: nothing compiled or written again
 
 
+def test_evaluate_uses_the_run_s_cache(tmp_path):
+    cache = tmp_path / "xla"
+    _run(tmp_path, "run", cache)
+    for name in os.listdir(cache):  # emptied: what evaluate finds there, it wrote
+        os.remove(cache / name)
+    env = {k: v for k, v in os.environ.items() if k != compile_cache.ENV}
+    env.update(JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+
+    def evaluate():
+        done = subprocess.run([sys.executable, "-m", "dnc_jax.evaluate",
+                               f"--workdir={tmp_path / 'run'}"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    evaluate()
+    written = _entries(cache)
+    assert len(written) >= 2  # at least the embedding step and retrieval
+    evaluate()
+    assert _entries(cache) == written
+
+
 def test_off_and_the_environment_win(tmp_path, monkeypatch):
     monkeypatch.delenv(compile_cache.ENV, raising=False)
     assert compile_cache.enable("") is None
