@@ -1,21 +1,48 @@
 #!/usr/bin/env bash
-# Every GPU check of the open issues in one run, for a session lent a GPU (see README, "GPUs"):
+# The GPU checks of the open issues, for a session lent a GPU (see README, "GPUs"), sized for
+# one device call of at most 9 minutes (a session has 15 minutes of device time, start-up
+# included):
 #   pip download -d .whl --only-binary=:all: <what it lacks, e.g. ml-collections>   # here, once
-#   then the device tool runs:  bash bench/device_check.sh   (carry: .whl)
-# Results go under $OUT (or ./device_out): parity with torchvision, train-step and embedding
-# throughput in bfloat16 and float32, our step against the official PyTorch step, reclustering
-# and evaluation at SOP scale and their growth to 1M, the loop overhead on the demo and at SOP
-# scale with ResNet-50 (profiled), the input pipeline (with the official path beside ours), and
-# a short real training run of the demo config on the GPU. All of it may not fit one device
-# call of 10 minutes: name the checks to split them, the issue's bars first, e.g.
-#   bash bench/device_check.sh step_rr step_fused step_bf16 torch_step sop_data loop_sop_default
-#   bash bench/device_check.sh parity step_fp32 torch_step_bf16 \
-#     embed_bf16 loop_sop evaluate
-#   bash bench/device_check.sh step_bf16_b256 step_vit_s16 embed_bf16 recluster loop input \
-#     scaling demo
+#   then the device tool runs:  bash bench/device_check.sh [GROUP|CHECK ...]   (carry: .whl)
+#
+# With no names it runs the first group, most important first:
+#   first (default): step_rr step_fused embed_bf16 loop_sop_default step_bf16 torch_step
+#     the round-robin step at batch 80 (the configs' default schedule, never measured on a
+#     GPU), the same round in one call (fused), the embedding pass at that batch and dtype
+#     (the pass / step ratio at one batch), the default config's loop on a fake SOP with one
+#     call a round against one a step, joint at 8 x 80, our step against the official PyTorch
+#     step at batch 80.
+# The other groups, one device call each, by name:
+#   bash bench/device_check.sh second   # parity step_fp32 torch_step_bf16 step_bf16_b256
+#                                       #   step_vit_s16 recluster
+#   bash bench/device_check.sh third    # embed_bf16_b256 scaling loop_sop evaluate
+#   bash bench/device_check.sh fourth   # loop input demo sop_data
+# or any checks by name (run in the order above whatever the order given), e.g.
+#   bash bench/device_check.sh step_rr torch_step_bf16
+#
+# Budget: every check has a TIMEOUT (seconds; estimates: no per-check H200 time is recorded
+# in BENCHMARKS.md or README.md, only that nine checks took 549 s in all on 2026-12-04, ~60 s
+# each; a ResNet-50 compile is most of a step check). The call's clock starts with this script
+# (wheel install included): a check due after START_BY_S (480) is skipped, a line says so and
+# summary.txt lists it; no check runs past BUDGET_S (500), its TIMEOUT cut to what is left.
+# Both can be set in the environment, e.g. BUDGET_S=540 for a call of its own.
+#
+# Results come back as at most 4 files under $OUT (or ./device_out), rewritten after every
+# check so a killed call still returns what finished: gpu.txt (nvidia-smi), results.md (each
+# check's Markdown rows, or its last lines when it printed none), summary.txt (status,
+# seconds and limit of every check, those skipped, XLA "Delay kernel timed out" lines counted
+# and left out of results.md), logs.tar.gz (every check's whole log, parity.json, the demo
+# run's folder without checkpoints).
 set -uo pipefail
 OUT=${OUT:-device_out}
+BUDGET_S=${BUDGET_S:-500}
+START_BY_S=${START_BY_S:-480}
+MIN_LEFT_S=${MIN_LEFT_S:-30}  # no check starts with less of the budget left
 mkdir -p "$OUT"
+LOGS=$(mktemp -d)/logs
+mkdir -p "$LOGS"
+: > "$OUT/results.md"
+: > "$OUT/summary.txt"
 SITE=$(mktemp -d)
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -23,48 +50,123 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH="$SITE:$PWD"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-# `bash bench/device_check.sh NAME ...` runs only the checks named (e.g. to split the checks
-# over two device calls of at most 10 minutes each); no names: all of them.
-ONLY=" $* "
-run() {  # TIMEOUT=S run NAME CMD...: each check has 240 s unless TIMEOUT says otherwise
-  local name=$1; shift
-  if [ "$ONLY" != "  " ] && [[ "$ONLY" != *" $name "* ]]; then return; fi
-  echo "== $name: $*"
-  ( time timeout "${TIMEOUT:-240}" "$@" ) > "$OUT/$name.txt" 2>&1; tail -4 "$OUT/$name.txt"
+
+declare -A GROUP=(
+  [first]="step_rr step_fused embed_bf16 loop_sop_default step_bf16 torch_step"
+  [second]="parity step_fp32 torch_step_bf16 step_bf16_b256 step_vit_s16 recluster"
+  [third]="embed_bf16_b256 scaling loop_sop evaluate"
+  [fourth]="loop input demo sop_data"
+)
+ONLY=" "
+for arg in "${@:-first}"; do ONLY+="${GROUP[$arg]:-$arg} "; done
+SKIPPED=()
+NOISE='Delay kernel timed out'  # XLA's autotuner timing (dnc_jax/__init__.py says why)
+
+pack() {  # the logs as one file; the demo's checkpoints stay behind
+  tar -czf "$OUT/logs.tar.gz.part" -C "$(dirname "$LOGS")" --exclude=checkpoints logs \
+    && mv "$OUT/logs.tar.gz.part" "$OUT/logs.tar.gz"
 }
-run parity python3 bench/torchvision_parity.py --out="$OUT/parity.json"
-# Every schedule's step: the papers' round robin at 80 images a learner step, one call a step
-# and a round of 8 in one call (steps_per_call=0), and joint at 8 x 80 (step_bf16).
-run step_rr python3 bench/train_step.py --schedule=round_robin --batch=80 --steps=80
-run step_fused python3 bench/train_step.py --schedule=fused --batch=80 --steps=80
-run step_bf16 python3 bench/train_step.py --model=resnet50 --batch=640 --dtype=bfloat16
-run step_bf16_b256 python3 bench/train_step.py --model=resnet50 --batch=256 --dtype=bfloat16
-run step_fp32 python3 bench/train_step.py --model=resnet50 --batch=640 --dtype=float32
-run embed_bf16 python3 bench/train_step.py --model=resnet50 --batch=256 --dtype=bfloat16 --embed
-run step_vit_s16 python3 bench/train_step.py --model=vit_s16 --batch=640 --dtype=bfloat16
-run recluster python3 bench/recluster.py
-run evaluate python3 bench/evaluate.py
-run loop python3 bench/loop_overhead.py --epochs=2
-# SOP's size through the whole loop: 59,551 JPEGs cut by one view worker per core, ResNet-50.
-run sop_data python3 bench/sop_scale.py --root=/tmp/fake_sop --workers=16
-run loop_sop python3 bench/loop_overhead.py --like=sop_scale --set data.root=/tmp/fake_sop \
-  --epochs=1 --profile --set model.name=resnet50 --set model.width=64 \
-  --set augment.image_size=224 --set augment.eval_crop_fraction=0.875 \
-  --set dtype=bfloat16
+
+run() {  # TIMEOUT=S run NAME CMD...: a selected check, in this file's order, within the budget
+  local name=$1; shift
+  [[ "$ONLY" == *" $name "* ]] || return 0
+  local limit=${TIMEOUT:-240} left=$((BUDGET_S - SECONDS))
+  if (( SECONDS >= START_BY_S || left < MIN_LEFT_S )); then
+    echo "skipped $name: due at ${SECONDS} s of the call (start by ${START_BY_S} s, budget" \
+      "${BUDGET_S} s)" | tee -a "$OUT/summary.txt"
+    SKIPPED+=("$name")
+    return 0
+  fi
+  (( limit > left )) && limit=$left
+  echo "== $name (at ${SECONDS} s, limit ${limit} s): $*"
+  local t0=$SECONDS log="$LOGS/$name.txt"
+  timeout "$limit" bash -c '"$@"' _ "$@" > "$log" 2>&1  # (fake_sop is a function)
+  local rc=$? noise
+  noise=$(grep -c "$NOISE" "$log")
+  echo "$name: rc=$rc$( ((rc == 124)) && echo " (timed out)") $((SECONDS - t0)) s of" \
+    "${limit} s; '$NOISE' lines: $noise" | tee -a "$OUT/summary.txt"
+  {
+    echo "### $name (rc=$rc, $((SECONDS - t0)) s)"
+    echo
+    echo "\`$*\`"
+    echo
+    if grep -q '^|' "$log"; then grep '^|' "$log"; else grep -v "$NOISE" "$log" | tail -5; fi
+    echo
+  } >> "$OUT/results.md"
+  grep -v "$NOISE" "$log" | tail -3
+  pack
+}
+
+rate() {  # images/s of a check's train_step.py row (column 9)
+  awk -F'|' '/^\|/ && NF > 9 {gsub(/ /, "", $9); r = $9} END {print r}' "$LOGS/$1.txt" \
+    2>/dev/null
+}
+
+fake_sop() {  # the fake SOP the SOP-scale loops train on (each device call starts bare)
+  python3 bench/sop_scale.py --root=/tmp/fake_sop --workers=16 > /dev/null && "$@"
+}
+export -f fake_sop
+
+# first: the papers' round robin at 80 images a learner step, one call a step, and a round of
+# 8 in one call (steps_per_call=0); the embedding pass at the same batch and dtype beside them.
+TIMEOUT=120 run step_rr python3 bench/train_step.py --schedule=round_robin --batch=80 \
+  --steps=80 --peak_tflops=989
+TIMEOUT=150 run step_fused python3 bench/train_step.py --schedule=fused --batch=80 --steps=80 \
+  --peak_tflops=989
+TIMEOUT=90 run embed_bf16 python3 bench/train_step.py --model=resnet50 --batch=80 \
+  --dtype=bfloat16 --embed --peak_tflops=989
+if [ -s "$LOGS/step_rr.txt" ] && [ -s "$LOGS/embed_bf16.txt" ]; then
+  STEP=$(rate step_rr) EMB=$(rate embed_bf16)
+  if [ -n "$STEP" ] && [ -n "$EMB" ]; then
+    awk -v s="$STEP" -v e="$EMB" 'BEGIN {printf "batch 80, bfloat16: embedding pass %s " \
+      "images/s, round-robin step %s images/s; an image costs the pass %.3f of a step\n\n", \
+      e, s, s / e}' | tee -a "$OUT/results.md"
+  fi
+fi
 # The default config (configs/sop.py: round robin, 80 a step, 8 learners) on the fake SOP with
 # a round of 8 steps a call, and one call a step beside it (--compare_calls): decides whether
 # steps_per_call=0 (a round a call) should be the GPU's default.
-TIMEOUT=400 run loop_sop_default python3 bench/loop_overhead.py --config=sop \
+TIMEOUT=300 run loop_sop_default fake_sop python3 bench/loop_overhead.py --config=sop \
   --set data.root=/tmp/fake_sop --set model.pretrained= --set dtype=bfloat16 --epochs=1 \
   --set steps_per_call=0 --compare_calls
-run torch_step python3 bench/torch_step.py --batch=80
-run torch_step_bf16 python3 bench/torch_step.py --batch=640 --dtype=bfloat16 --peak_tflops=989
-run input python3 bench/input_pipeline.py --workers=0,16
-# Reclustering with its embedding pass at the rate embed_bf16 measured, exact evaluation to 1M.
-# (in the same call: each device call starts with an empty $OUT)
-EMBED=$(awk -F'|' '/embedding pass/ {gsub(/ /, "", $9); print $9}' "$OUT/embed_bf16.txt" \
-  2>/dev/null)
-run scaling python3 bench/scaling.py --recluster=60000,120000,500000,1000000 \
+# Joint at 8 x 80, and our step against the official PyTorch step at the papers' batch.
+TIMEOUT=120 run step_bf16 python3 bench/train_step.py --model=resnet50 --batch=640 \
+  --dtype=bfloat16 --peak_tflops=989
+TIMEOUT=150 run torch_step python3 bench/torch_step.py --batch=80 --peak_tflops=495
+
+# second
+TIMEOUT=90 run parity python3 bench/torchvision_parity.py --out="$LOGS/parity.json"
+TIMEOUT=120 run step_fp32 python3 bench/train_step.py --model=resnet50 --batch=640 \
+  --dtype=float32 --peak_tflops=495
+TIMEOUT=150 run torch_step_bf16 python3 bench/torch_step.py --batch=640 --dtype=bfloat16 \
+  --peak_tflops=989
+TIMEOUT=120 run step_bf16_b256 python3 bench/train_step.py --model=resnet50 --batch=256 \
+  --dtype=bfloat16 --peak_tflops=989
+TIMEOUT=120 run step_vit_s16 python3 bench/train_step.py --model=vit_s16 --batch=640 \
+  --dtype=bfloat16 --peak_tflops=989
+TIMEOUT=90 run recluster python3 bench/recluster.py
+
+# third: reclustering with its embedding pass at the rate measured in this call (batch 256,
+# else 80), exact evaluation to 1M; the SOP-scale loop with ResNet-50 (profiled).
+TIMEOUT=90 run embed_bf16_b256 python3 bench/train_step.py --model=resnet50 --batch=256 \
+  --dtype=bfloat16 --embed --peak_tflops=989
+EMBED=$(rate embed_bf16_b256)
+EMBED=${EMBED:-$(rate embed_bf16)}
+TIMEOUT=200 run scaling python3 bench/scaling.py --recluster=60000,120000,500000,1000000 \
   --evaluate=60000,120000,500000,1000000 --embed_images_per_s="${EMBED:-0}"
-run demo python3 -m dnc_jax.main --config=configs/demo.py --workdir="$OUT/demo" \
+TIMEOUT=240 run loop_sop fake_sop python3 bench/loop_overhead.py --like=sop_scale \
+  --set data.root=/tmp/fake_sop --epochs=1 --profile --set model.name=resnet50 \
+  --set model.width=64 --set augment.image_size=224 --set augment.eval_crop_fraction=0.875 \
+  --set dtype=bfloat16
+TIMEOUT=90 run evaluate python3 bench/evaluate.py
+
+# fourth: the demo's loop, the input pipeline (the official path beside ours), a short real
+# training run of the demo config, and writing the fake SOP itself.
+TIMEOUT=120 run loop python3 bench/loop_overhead.py --epochs=2
+TIMEOUT=150 run input python3 bench/input_pipeline.py --workers=0,16
+TIMEOUT=150 run demo python3 -m dnc_jax.main --config=configs/demo.py --workdir="$LOGS/demo" \
   --config.dtype=bfloat16 --config.num_epochs=6 --config.progress=False
+TIMEOUT=60 run sop_data python3 bench/sop_scale.py --root=/tmp/fake_sop_timed --workers=16
+
+echo "done at ${SECONDS} s of the call; skipped: ${SKIPPED[*]:-none}" | tee -a "$OUT/summary.txt"
+pack

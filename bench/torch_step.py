@@ -10,8 +10,11 @@ margin loss (alpha 0.2, beta 1.2) over EasyPeasy negatives (the closest beyond 0
 with coupled weight decay 1e-4, float32, on a batch already augmented (the official code
 augments in its DataLoader workers). Ours: the jitted `steps.make_train_step` of the same
 recipe (configs/cvpr/sop.py's loss and optimiser), float32 unless --dtype, augmenting on the
-device from uint8 rows. Prints one Markdown row: both times, the ratio, XLA's cost-analysis
-FLOPs of our step and the achieved FLOP/s (and the fraction of --peak_tflops when given).
+device from uint8 rows. Prints one Markdown row: both times, the ratio, our step's FLOPs an
+image twice, from XLA's cost analysis and counted from the step's jaxpr (bench/flops.py: 2 x
+the multiply-adds of its convolutions and matrix products; on a GPU XLA's figure misses the
+cuDNN convolutions, 0.2-0.3 GFLOP/image for ResNet-50), and from the counted FLOPs the rate
+achieved (and the fraction of --peak_tflops when given).
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from flops import jaxpr_flops  # noqa: E402 - bench/flops.py (this script's folder)
 
 
 def torch_resnet50(torch):
@@ -147,18 +152,19 @@ def jax_step_seconds(args, steps):
     phase = parallel.put_replicated(
         masks.phase_arrays(config, schedule.phase(config.divide, 0)), mesh)
     key = jax.random.key(1)
-    compiled = step.lower(state, batch, phase, key).compile()
+    counted = jaxpr_flops(step, state, batch, phase, key)  # traced only
+    compiled = step.lower(state, batch, phase, key).compile()  # run too: compiled once
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float((cost or {}).get("flops", float("nan")))
     for _ in range(2):
-        state, metrics = step(state, batch, phase, key)
+        state, metrics = compiled(state, batch, phase, key)
     jax.block_until_ready(metrics)
     t0 = time.perf_counter()
     for _ in range(steps):
-        state, metrics = step(state, batch, phase, key)
+        state, metrics = compiled(state, batch, phase, key)
     jax.block_until_ready(metrics)
-    return ((time.perf_counter() - t0) / steps, flops,
+    return ((time.perf_counter() - t0) / steps, flops, counted,
             f"{jax.devices()[0].device_kind} x{jax.device_count()}, jax {jax.__version__}")
 
 
@@ -171,16 +177,17 @@ def main():
     p.add_argument("--peak_tflops", type=float, default=0.0,
                    help="the device's peak, for the achieved fraction (H200 bf16 dense: 989)")
     args = p.parse_args()
-    ours, flops, jax_where = jax_step_seconds(args, args.steps)
+    ours, flops, counted, jax_where = jax_step_seconds(args, args.steps)
     theirs, which, torch_where = torch_step_seconds(args, args.steps)
-    achieved = flops / ours / 1e12
+    achieved = counted / ours / 1e12
     peak = f"{achieved / args.peak_tflops:.1%}" if args.peak_tflops else "-"
     command = " ".join(["python bench/torch_step.py", *sys.argv[1:]])
     print(f"| {jax_where}; {torch_where} ({which}); {os.cpu_count()} cores, python "
           f"{platform.python_version()} | `{command}` | {args.batch} x {args.image_size} px, "
           f"ours {args.dtype} | {args.batch / ours:.1f} | {args.batch / theirs:.1f} | "
           f"{theirs / ours:.2f} | {flops / args.batch / 1e9:.1f} GFLOP/image | "
-          f"{achieved * 1e3:.1f} GFLOP/s | {peak} |")
+          f"{counted / args.batch / 1e9:.1f} GFLOP/image | {achieved * 1e3:.1f} GFLOP/s | "
+          f"{peak} |")
 
 
 if __name__ == "__main__":

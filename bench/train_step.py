@@ -22,6 +22,11 @@ schedule at their batch, and joint at K times it:
     python bench/train_step.py --schedule=round_robin --batch=80
     python bench/train_step.py --schedule=fused --batch=80
     python bench/train_step.py --schedule=joint --batch=640
+
+The last columns are the FLOPs of an image (2 x the multiply-adds of the step's or the pass's
+convolutions and matrix products, counted from its jaxpr by bench/flops.py: XLA's cost
+analysis misses the cuDNN convolutions on a GPU), the rate achieved and, with
+`--peak_tflops` (H200 dense: 989 bfloat16, 495 TF32), its fraction of the device's peak.
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ from dnc_jax.configs.vit import _recipe as vit_recipe  # noqa: E402
 from dnc_jax.models import vit  # noqa: E402
 from dnc_jax.models.embedder import make_embedder  # noqa: E402
 from dnc_jax.models.variables import initial_variables  # noqa: E402
+from flops import jaxpr_flops  # noqa: E402 - bench/flops.py (this script's folder)
 
 
 def main():
@@ -66,6 +72,9 @@ def main():
                         "the device (arrays)")
     p.add_argument("--embed", action="store_true",
                    help="time the embedding pass (eval, forward only) instead of the step")
+    p.add_argument("--peak_tflops", type=float, default=0.0,
+                   help="the device's peak TFLOP/s at --dtype, for the fraction achieved "
+                        "(H200 dense: 989 bfloat16, 495 TF32)")
     args = p.parse_args()
 
     config = default.get_config()
@@ -82,19 +91,24 @@ def main():
     loss_fn = make_loss(config.loss, args.learners, config.data.samples_per_class)
     one_step = steps.make_train_step(model, optimizer, loss_fn, config.augment)
     if args.schedule.startswith("fused"):
-        multi = jax.jit(steps.make_multi_step(one_step,
-                                              unroll=args.schedule == "fused_unrolled"),
-                        donate_argnums=(0,))
+        multi_fn = steps.make_multi_step(one_step, unroll=args.schedule == "fused_unrolled")
+        multi = jax.jit(multi_fn, donate_argnums=(0,))
         k = args.learners
 
         def step(state, batches, phase, key):  # one round of K learner steps
             return multi(state, tuple(batches), phase, key)
+
+        def call_flops(state, batches, phase, key):
+            return jaxpr_flops(multi_fn, state, tuple(batches), phase, key)
     else:
         single = jax.jit(one_step, donate_argnums=(0,))
         k = 1
 
         def step(state, batches, phase, key):
             return single(state, batches[0], phase, key)
+
+        def call_flops(state, batches, phase, key):
+            return jaxpr_flops(one_step, state, batches[0], phase, key)
     params, stats = initial_variables(model, config.model, args.learners, jax.random.key(0),
                                       args.image_size)
     state = parallel.put_replicated(
@@ -127,6 +141,7 @@ def main():
     phase = parallel.put_replicated(
         masks.phase_arrays(config, schedule.phase(config.divide, 0)), mesh)
     key = jax.random.key(1)
+    flops_per_image = call_flops(state, rounds[0], phase, key) / (k * b)  # traced, not run
 
     t0 = time.perf_counter()
     state, metrics = step(state, rounds[0], phase, key)
@@ -144,7 +159,8 @@ def main():
     device = jax.devices()[0].device_kind
     print(f"| {device} x{jax.device_count()} | {args.model} | {args.dtype} | {b} | "
           f"{args.image_size} | {args.input}, {args.schedule} | {per_step * 1e3:.1f} ms | "
-          f"{b / per_step:.0f} | {compile_s:.1f} s |")
+          f"{b / per_step:.0f} | {compile_s:.1f} s | "
+          f"{flops_columns(args, flops_per_image, b / per_step)}")
 
 
 def embed_pass(args, config, model, mesh):
@@ -157,6 +173,9 @@ def embed_pass(args, config, model, mesh):
     pass_ = embedding.EmbeddingPass(model, config, mesh, batch_size=args.batch)
     views = np.random.default_rng(0).integers(
         0, 256, (args.steps * args.batch, args.image_size, args.image_size, 3), np.uint8)
+    step = embedding.make_embed_step(model, config.augment, host_cut=True)
+    flops_per_image = jaxpr_flops(step, params, stats, views[:args.batch], None,
+                                  np.asarray(slices)) / args.batch
     t0 = time.perf_counter()
     pass_.views((params, stats), views[:args.batch], slices)
     compile_s = time.perf_counter() - t0
@@ -166,7 +185,15 @@ def embed_pass(args, config, model, mesh):
     device = jax.devices()[0].device_kind
     print(f"| {device} x{jax.device_count()} | {args.model} | {args.dtype} | {args.batch} | "
           f"{args.image_size} | embedding pass | {per_batch * 1e3:.1f} ms | "
-          f"{args.batch / per_batch:.0f} | {compile_s:.1f} s |")
+          f"{args.batch / per_batch:.0f} | {compile_s:.1f} s | "
+          f"{flops_columns(args, flops_per_image, args.batch / per_batch)}")
+
+
+def flops_columns(args, flops_per_image, images_per_s):
+    """GFLOP/image | TFLOP/s achieved | fraction of --peak_tflops ('-' without one) |"""
+    achieved = flops_per_image * images_per_s / 1e12
+    peak = f"{achieved / args.peak_tflops:.1%}" if args.peak_tflops else "-"
+    return f"{flops_per_image / 1e9:.2f} | {achieved:.2f} | {peak} |"
 
 if __name__ == "__main__":
     main()
