@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of the open issues, for a session lent a GPU (see README, "GPUs"), sized for
+# The GPU checks of the open issues, for a session lent a GPU (see docs/gpus.md), sized for
 # one device call of at most 9 minutes (a session has 15 minutes of device time, start-up
 # included):
 #   pip download -d .whl --only-binary=:all: <what it lacks, e.g. ml-collections>   # here, once
@@ -13,8 +13,8 @@
 #     call a round against one a step, joint at 8 x 80, our step against the official PyTorch
 #     step at batch 80.
 # The other groups, one device call each, by name:
-#   bash bench/device_check.sh second   # parity step_fp32 torch_step_bf16 step_bf16_b256
-#                                       #   step_vit_s16 recluster
+#   bash bench/device_check.sh second   # phases_sop embed_pass_sop parity step_fp32
+#                                       #   torch_step_bf16 step_bf16_b256 step_vit_s16 recluster
 #   bash bench/device_check.sh third    # embed_bf16_b256 scaling loop_sop evaluate
 #   bash bench/device_check.sh fourth   # loop input demo sop_data
 # or any checks by name (run in the order above whatever the order given), e.g.
@@ -53,7 +53,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 
 declare -A GROUP=(
   [first]="step_rr step_fused embed_bf16 loop_sop_default step_bf16 torch_step"
-  [second]="parity step_fp32 torch_step_bf16 step_bf16_b256 step_vit_s16 recluster"
+  [second]="phases_sop embed_pass_sop parity step_fp32 torch_step_bf16 step_bf16_b256 step_vit_s16 recluster"
   [third]="embed_bf16_b256 scaling loop_sop evaluate"
   [fourth]="loop input demo sop_data"
 )
@@ -134,7 +134,16 @@ TIMEOUT=120 run step_bf16 python3 bench/train_step.py --model=resnet50 --batch=6
   --dtype=bfloat16 --peak_tflops=989
 TIMEOUT=150 run torch_step python3 bench/torch_step.py --batch=80 --peak_tflops=495
 
-# second
+# second: where a SOP-sized run of the default config spends its time (the summary's phase
+# table: training, the reclustering and evaluation passes, k-means, retrieval, checkpoints,
+# compilation), and the embedding pass there against a bare forward (eval views cached after
+# the first pass; the host-to-device copy of a batch timed alone).
+TIMEOUT=300 run phases_sop fake_sop python3 -m dnc_jax.main --config=configs/sop.py \
+  --workdir="$LOGS/phases_sop" --config.data.root=/tmp/fake_sop --config.model.pretrained= \
+  --config.num_epochs=2 --config.progress=False
+TIMEOUT=150 run embed_pass_sop fake_sop python3 bench/embed_pass.py --config=sop \
+  --set data.root=/tmp/fake_sop --set model.pretrained= --set dtype=bfloat16 \
+  --set data.eval_batch_size=256 --split=test --repeats=2 --profile --copy
 TIMEOUT=90 run parity python3 bench/torchvision_parity.py --out="$LOGS/parity.json"
 TIMEOUT=120 run step_fp32 python3 bench/train_step.py --model=resnet50 --batch=640 \
   --dtype=float32 --peak_tflops=495
