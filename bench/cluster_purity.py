@@ -48,7 +48,7 @@ def _super_classes(config, image_set):
     blocks: 'scripts', 'pretrain'), else None."""
     if config.data.name != "glyphs" or config.data.glyphs.classes == "letters":
         return None
-    from dnc_jax.data import glyph_classes
+    from dnc_jax.data.sources import glyph_classes
 
     return np.asarray([glyph_classes.super_class(image_set.class_names[label],
                                                  config.data.glyphs.classes)

@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 from dnc_jax import api, defaults, embedding, feed, parallel  # noqa: E402
 from dnc_jax.data import sources  # noqa: E402
 from dnc_jax.divide import masks, schedule  # noqa: E402
-from dnc_jax.train import Trainer  # noqa: E402
+from dnc_jax.trainer import Trainer  # noqa: E402
 
 # The pass's parts: (label, (file fragment, function name) pairs whose cumulative time, in the
 # main process, is that part's).

@@ -42,10 +42,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dnc_jax.configs import default  # noqa: E402
-from dnc_jax.data import host_views  # noqa: E402
-from dnc_jax.data.cache import cached_images  # noqa: E402
-from dnc_jax.data.encoded import decode_bytes  # noqa: E402
-from dnc_jax.data.sampler import make_sampler  # noqa: E402
+from dnc_jax.data.views import host_views  # noqa: E402
+from dnc_jax.data.store.cache import cached_images  # noqa: E402
+from dnc_jax.data.store.encoded import decode_bytes  # noqa: E402
+from dnc_jax.data.sampling import make_sampler  # noqa: E402
 from dnc_jax.divide.recluster import remove_singletons  # noqa: E402
 
 SOP_TRAIN_IMAGES, SOP_TRAIN_CLASSES = 59_551, 11_318
@@ -154,7 +154,7 @@ def bench_batches(args, work_dir, photos, workers, benchmark):
     import jax
 
     from dnc_jax import feed, parallel
-    from dnc_jax.data.image_set import ImageSet
+    from dnc_jax.data.store.image_set import ImageSet
 
     folder = os.path.join(work_dir, benchmark)
     os.makedirs(folder, exist_ok=True)

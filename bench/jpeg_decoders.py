@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import input_pipeline  # noqa: E402
 
-from dnc_jax.data import host_views  # noqa: E402
-from dnc_jax.data.encoded import decode_bytes  # noqa: E402
+from dnc_jax.data.views import host_views  # noqa: E402
+from dnc_jax.data.store.encoded import decode_bytes  # noqa: E402
 
 
 def simplejpeg_image(data):

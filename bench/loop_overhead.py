@@ -57,10 +57,10 @@ if SPLIT:
 import jax  # noqa: E402
 
 from dnc_jax import api, feed, parallel  # noqa: E402
-from dnc_jax.data import sampler as sampler_lib  # noqa: E402
+from dnc_jax.data import sampling  # noqa: E402
 from dnc_jax.data import sources  # noqa: E402
 from dnc_jax.divide import masks, schedule  # noqa: E402
-from dnc_jax.train import Trainer  # noqa: E402
+from dnc_jax.trainer import Trainer  # noqa: E402
 
 
 def _value(text):
@@ -218,7 +218,7 @@ def main():
         arrays = masks.phase_arrays(config, phase)
         state = trainer.init_state(jax.random.key(0))
         assignment, _ = trainer.cluster(state, arrays["slices"], phase, None, jax.random.key(1))
-        sampler = sampler_lib.make_sampler(
+        sampler = sampling.make_sampler(
             config.divide.learner_schedule, trainer.train_set.labels, assignment,
             phase.num_learners, config.data.batch_size, config.data.samples_per_class,
             config.seed, config.data.epoch_length, sampler=config.data.sampler,

@@ -55,7 +55,7 @@ def export_backbone(workdir: str, out_path: str) -> dict:
     returns what config.json says."""
     from safetensors.numpy import save_file
 
-    from dnc_jax.data import augment
+    from dnc_jax.data.views import augment
     from dnc_jax.models import pretrained, vit
     from dnc_jax.restore import load_trained
 

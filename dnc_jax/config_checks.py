@@ -22,7 +22,7 @@ import math
 import numbers
 
 from dnc_jax import defaults
-from dnc_jax.data import sampler as sampler_lib
+from dnc_jax.data.sampling import sampler as sampler_lib
 from dnc_jax.errors import ConfigError
 from dnc_jax.losses import PROXY_LOSSES
 

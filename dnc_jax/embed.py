@@ -7,7 +7,7 @@ file with one image path per line, or a CSV whose first column is the image path
 starting with `path` is skipped); relative paths in a list are relative to the list's folder.
 
 Images go through the training pipeline's own steps: packed and checked once into the image
-cache (`dnc_jax.data.cache.cached_images`, under WORKDIR/embed_cache unless --cache_dir; a
+cache (`dnc_jax.data.store.cache.cached_images`, under WORKDIR/embed_cache unless --cache_dir; a
 second run over the same unchanged files reads nothing again; entries of other file sets stay
 until the folder is cleared by hand), then the run's eval transform (Resize + CenterCrop at the
 images' own resolution, `host_views`) and the network on the device. Writes
@@ -27,7 +27,7 @@ from absl import flags
 from dnc_jax import cli
 
 from dnc_jax.errors import DataError
-from dnc_jax.data.image_lists import IMAGE_EXTENSIONS, check_images_exist, is_image_file
+from dnc_jax.data.sources.image_lists import IMAGE_EXTENSIONS, check_images_exist, is_image_file
 
 CACHE_NAME = "embed"  # file-name prefix of this tool's decode-cache entries
 
@@ -100,7 +100,7 @@ def _read_list(path: str) -> list[tuple[int, str]]:
 
 def cache_files(files: list[str], cache_dir: str, workers=None, progress: bool = True):
     """(EncodedImages, sizes [N, 2]) through the training image cache."""
-    from dnc_jax.data.cache import cached_images
+    from dnc_jax.data.store.cache import cached_images
 
     return cached_images(files, cache_dir, CACHE_NAME, workers=workers, progress=progress)
 

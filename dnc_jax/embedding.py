@@ -1,7 +1,7 @@
 """The embedding pass: the evaluation view of every image of a set through the network.
 
 One pass serves the whole project: training's clustering (the features of the training set)
-and evaluation (`train.Trainer.embed`), and the trained-model API behind `embed`, `search` and
+and evaluation (`trainer.Trainer.embed`), and the trained-model API behind `embed`, `search` and
 `evaluate` (`restore.EmbedFn`). It cuts fixed batches of `batch_size` rows (the last padded
 with its final image, `feed.embed_batches`), so one compiled program serves every call.
 
@@ -23,7 +23,7 @@ from dnc_jax import defaults
 from dnc_jax import feed
 from dnc_jax import logs
 from dnc_jax import parallel
-from dnc_jax.data import augment, view_cache
+from dnc_jax.data.views import augment, view_cache
 from dnc_jax.divide import masks as masks_lib
 
 OUTPUTS = ("embedding", "features")
@@ -75,7 +75,7 @@ class EmbeddingPass:
         self._steps = {}  # host_cut -> its jitted embed step, compiled when first used
         self._loader, self._owns_loader = loader, loader is None
         # Image files embedded again and again (training's passes): their eval views are kept
-        # after the first pass (`data/view_cache.py`), one cache per image set.
+        # after the first pass (`data/views/view_cache.py`), one cache per image set.
         self._cache_views = cache_views
         self._view_caches = {}  # id(images) -> (images, ViewCache)
 

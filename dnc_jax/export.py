@@ -80,7 +80,7 @@ def _exporter():
 
 def preprocessing(config) -> dict:
     """What the host does to an image before the model, and what the graph does itself."""
-    from dnc_jax.data import augment
+    from dnc_jax.data.views import augment
 
     side, resize = config.augment.image_size, augment.eval_resize_size(config.augment)
     normalization = defaults.filled(config.augment, "augment").normalization
@@ -90,7 +90,7 @@ def preprocessing(config) -> dict:
                  f"(the longer one to int({resize} * long / short), PIL bilinear, as "
                  f"torchvision) -> "
                  f"CenterCrop({side}) at offsets int(round((side - {side}) / 2)) -> uint8 "
-                 f"[{side}, {side}, 3]; dnc_jax.data.host_views.eval_view does exactly this"),
+                 f"[{side}, {side}, 3]; dnc_jax.data.views.host_views.eval_view does exactly this"),
         "resize_shorter_side": resize,
         "center_crop": side,
         "interpolation": "bilinear (PIL Image.BILINEAR, torchvision's Resize default)",

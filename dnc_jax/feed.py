@@ -5,7 +5,7 @@ Two kinds of image storage reach the device differently:
 - arrays of rows (the rendered glyphs, any uint8 [N, S, S, 3] array, with or without original
   sizes): the rows are gathered and the device computes the views (`augment.py`);
 - image files (`EncodedImages`, the image cache): the host decodes and cuts the views at the
-  images' own resolution (`data/host_views.py`), in worker processes a few batches ahead, and
+  images' own resolution (`data/views/host_views.py`), in worker processes a few batches ahead, and
   the device only flips and normalises them.
 
 Either way each process gathers or computes only the rows of its own devices, and a batch is a
@@ -19,8 +19,8 @@ import collections
 import numpy as np
 
 from dnc_jax import parallel
-from dnc_jax.data import augment, host_views
-from dnc_jax.data.encoded import EncodedImages
+from dnc_jax.data.views import augment, host_views
+from dnc_jax.data.store.encoded import EncodedImages
 
 _CROP_STREAM = 0x43524f50  # separates the crop RNG from the sampler's, seeded alike
 

@@ -40,6 +40,8 @@ _CHUNK = 65536  # index rows per distance block: bounds the float64 copy to 64k 
 
 
 class Hit(NamedTuple):
+    """One indexed image near the query: its rank, distance, row of the index and path."""
+
     rank: int        # 1 = nearest
     distance: float  # Euclidean, in the evaluation embedding
     row: int         # row of the index
@@ -47,6 +49,8 @@ class Hit(NamedTuple):
 
 
 class SearchResult(NamedTuple):
+    """What `search` returns: the query's embedding, its `Hit`s nearest first, the index's size."""
+
     query_embedding: np.ndarray  # float32 [d]
     hits: list
     index_size: int
@@ -86,9 +90,9 @@ def load_index(index_path: str) -> tuple[np.ndarray, list[str]]:
 
 def embed_query(trained, path: str) -> np.ndarray:
     """float32 [d]: the image at `path` decoded and cut as every indexed image is, embedded."""
-    from dnc_jax.data import augment, host_views
-    from dnc_jax.data.cache import read_checked
-    from dnc_jax.data.encoded import decode_bytes
+    from dnc_jax.data.views import augment, host_views
+    from dnc_jax.data.store.cache import read_checked
+    from dnc_jax.data.store.encoded import decode_bytes
 
     if not os.path.isfile(path):
         raise DataError(f"query image not found: {path}")

@@ -3,7 +3,7 @@ with inference, is `dnc_jax.embedding.make_embed_step`).
 
 Learner ids, masks, K and the validity of each slot are *data*, so K changing, reclustering, mask
 growth, switching to the full embedding and moving examples between learners never retrace the step
-(README, "Decisions taken, and why"). Compute runs in `model.dtype` (bfloat16 on accelerators);
+(docs/decisions.md). Compute runs in `model.dtype` (bfloat16 on accelerators);
 parameters, embeddings and the loss stay float32.
 
 The optimised tree is `params = {'model': ..., 'masks'?: [K_max, d], 'loss'?: {...}}`
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from dnc_jax import defaults
-from dnc_jax.data import augment
+from dnc_jax.data.views import augment
 from dnc_jax.divide import masks as masks_lib
 
 

@@ -44,7 +44,7 @@ class RecordingRows:
 
 def tiny_training_data():
     """Deterministic images, labels and the rows of each step's global batch (4 per class)."""
-    from dnc_jax.data.image_set import ImageSet
+    from dnc_jax.data.store.image_set import ImageSet
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (NUM_IMAGES, 16, 16, 3), dtype=np.uint8)

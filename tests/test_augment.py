@@ -18,8 +18,8 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import stats
 
-from dnc_jax.data import augment, host_views
-from dnc_jax.data.cache import cached_images
+from dnc_jax.data.views import augment, host_views
+from dnc_jax.data.store.cache import cached_images
 
 # (width, height, mode) of the JPEGs: common aspect ratios both ways, a square one, grayscale.
 JPEG_SPECS = [(500, 375, "RGB"), (333, 500, "RGB"), (256, 256, "RGB"), (640, 480, "RGB"),

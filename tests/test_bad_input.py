@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dnc_jax.data import cache, image_lists, sources
+from dnc_jax.data.store import cache
+from dnc_jax.data.sources import image_lists
+from dnc_jax.data import sources
 from dnc_jax.errors import DataError
 from dnc_jax.divide.recluster import remove_singletons
 from tests.test_sources import _data_config, _image, _sop, _warnings, _write

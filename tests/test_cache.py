@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dnc_jax.data import cache
+from dnc_jax.data.store import cache
 from dnc_jax.errors import DataError
 
 REAL_DECODE_ROW = cache._decode_row

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from dnc_jax import config_checks, defaults
-from dnc_jax.data.sampler import check_batch_layout
+from dnc_jax.data.sampling.sampler import check_batch_layout
 from dnc_jax.errors import ConfigError
 from tests.helpers import tiny_config
 from tests.test_configs import CONFIGS

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from dnc_jax.data.sampler import learner_slots
+from dnc_jax.data.sampling.sampler import learner_slots
 from dnc_jax.divide import schedule
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

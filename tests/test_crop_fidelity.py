@@ -22,8 +22,8 @@ import sklearn.datasets
 from PIL import Image
 from scipy import ndimage
 
-from dnc_jax.data import augment, host_views
-from dnc_jax.data.cache import cached_images
+from dnc_jax.data.views import augment, host_views
+from dnc_jax.data.store.cache import cached_images
 
 AREAS = (0.08, 0.25, 0.5, 1.0)
 BOXES_PER_AREA = 3

@@ -120,7 +120,7 @@ def _is_config(owner: str) -> bool:
 
 def test_no_module_reads_a_config_key_with_its_own_default():
     """`x.get("<a config key>", default)` on a config would be a second, possibly disagreeing
-    default; completed configs are read by attribute instead. (dnc_jax/data/glyphs.py reads
+    default; completed configs are read by attribute instead. (dnc_jax/data/sources/glyphs.py reads
     `params.get("classes", ...)` on its own cache-key dict, which is not a config.)"""
     keys = _config_key_names()
     found = []

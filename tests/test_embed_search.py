@@ -20,7 +20,7 @@ from dnc_jax import checkpoint, embed, errors, parallel, restore, search, train
 from dnc_jax.divide import masks
 from dnc_jax.data import sources
 from dnc_jax.errors import DataError
-from dnc_jax.data.image_set import ImageSet
+from dnc_jax.data.store.image_set import ImageSet
 from dnc_jax.divide import schedule
 from tests.helpers import train_tiny_run
 

@@ -20,7 +20,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from dnc_jax import export, restore
-from dnc_jax.data import augment, host_views
+from dnc_jax.data.views import augment, host_views
 from dnc_jax.errors import RestoreError
 from tests.helpers import train_tiny_run
 

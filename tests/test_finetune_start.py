@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from dnc_jax import backbone, restore
-from dnc_jax.data import glyph_classes, glyphs
+from dnc_jax.data.sources import glyph_classes, glyph_fonts, glyphs
 from dnc_jax.models.variables import initial_variables
 from tests.helpers import train_tiny_run
 
@@ -23,7 +23,7 @@ ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
 
 def test_pretrain_corpus_shares_no_character_or_look_alike_with_the_targets():
-    listed = dict(glyphs._class_list(4, False, "pretrain"))
+    listed = dict(glyph_fonts.class_list(4, False, "pretrain"))
     targets = set(glyph_classes.LETTERS) | set(glyph_classes.candidates("scripts"))
     assert len(listed) > 1000 and not set(listed) & targets
     # Hand-picked look-alikes of target characters that the pretrain blocks hold and the

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from dnc_jax import parallel, steps, train
-from dnc_jax.data import sampler as sampler_lib
+from dnc_jax import trainer as trainer_lib
+from dnc_jax.data import sampling
 from dnc_jax.data import sources
 from dnc_jax.divide import masks as masks_lib
 from dnc_jax.divide import schedule
@@ -121,7 +122,7 @@ def _epoch(glyphs, steps_per_call, start_from=None):
     trainer = train.Trainer(config, datasets, parallel.make_mesh())
     labels = datasets["train"].labels
     assignment = (labels % K).astype(np.int32)  # classes dealt to the learners
-    sampler = sampler_lib.make_sampler("round_robin", labels, assignment, K,
+    sampler = sampling.make_sampler("round_robin", labels, assignment, K,
                                        config.data.batch_size, config.data.samples_per_class,
                                        config.seed)
     arrays = masks_lib.phase_arrays(config, schedule.phase(config.divide, 0))
@@ -169,7 +170,7 @@ def test_a_run_resumed_inside_a_round_ends_where_one_call_per_step_does(glyphs,
     config.data.cache_dir = cache_dir
     single = train.Trainer(config, datasets, parallel.make_mesh())
     labels = datasets["train"].labels
-    sampler = sampler_lib.make_sampler("round_robin", labels, (labels % K).astype(np.int32), K,
+    sampler = sampling.make_sampler("round_robin", labels, (labels % K).astype(np.int32), K,
                                        config.data.batch_size, config.data.samples_per_class,
                                        config.seed)
     arrays = masks_lib.phase_arrays(config, schedule.phase(config.divide, 0))
@@ -190,22 +191,22 @@ def test_a_run_resumed_inside_a_round_ends_where_one_call_per_step_does(glyphs,
 
 def test_grouping_of_steps_into_calls():
     def calls(start, n, size):
-        return list(train._calls(range(start, n), start, size))
+        return list(trainer_lib._calls(range(start, n), start, size))
 
     assert calls(0, 8, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert calls(0, 10, 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8], [9]]
     assert calls(1, 9, 4) == [[1], [2], [3], [4, 5, 6, 7], [8]]
     assert calls(5, 6, 4) == [[5]]
     assert calls(0, 3, 1) == [[0], [1], [2]]
-    assert train._crossed(3, 7, 5) and not train._crossed(5, 9, 5)
-    assert train._crossed(4, 5, 5) and not train._crossed(0, 4, 0)
+    assert trainer_lib._crossed(3, 7, 5) and not trainer_lib._crossed(5, 9, 5)
+    assert trainer_lib._crossed(4, 5, 5) and not trainer_lib._crossed(0, 4, 0)
 
 
 def test_steps_per_call_is_checked():
     config = tiny_config()
     config.steps_per_call = -1
-    with pytest.raises(train.ConfigError, match="steps_per_call"):
-        train.steps_per_call(config)
+    with pytest.raises(trainer_lib.ConfigError, match="steps_per_call"):
+        trainer_lib.steps_per_call(config)
     config.steps_per_call = 0
     config.divide.learner_schedule = "joint"
-    assert train.steps_per_call(config) == 1
+    assert trainer_lib.steps_per_call(config) == 1

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from dnc_jax.data import glyph_classes, glyphs
+from dnc_jax.data.sources import glyph_classes, glyph_fonts, glyphs
 
 SMALL = dict(image_size=24, max_classes=20, progress=False)
 
@@ -110,7 +110,7 @@ def test_different_classes_differ(full):
 def test_deterministic(tmp_path):
     a = glyphs.load_glyphs(cache_dir=str(tmp_path / "a"), **SMALL)
     # Recompute the class list too, so nothing is shared with the first generation.
-    glyphs._CLASS_LISTS.clear()
+    glyph_fonts._CLASS_LISTS.clear()
     b = glyphs.load_glyphs(cache_dir=str(tmp_path / "b"), **SMALL)
     for split in ("train", "test"):
         assert a[split].class_names == b[split].class_names
@@ -203,17 +203,17 @@ def test_interrupted_generation_leaves_no_entry(tmp_path, monkeypatch):
 
 
 def test_face_coverage_uses_glyph_names_for_tex_encoded_fonts():
-    font_dir = glyphs._font_dir()
-    faces = {f.file: f for f in glyphs._FACES}
-    cmr = glyphs._code_points(faces["cmr10.ttf"], os.path.join(font_dir, "cmr10.ttf"),
-                              glyph_classes.LETTERS)
+    font_dir = glyph_fonts.font_folder()
+    faces = {f.file: f for f in glyph_fonts.FACES}
+    cmr = glyph_fonts.face_code_points(faces["cmr10.ttf"], os.path.join(font_dir, "cmr10.ttf"),
+                                       glyph_classes.LETTERS)
     # Slot 34 holds a closing double quote and slot 60 an inverted exclamation mark: not '"', '<'.
     assert '"' not in cmr and "<" not in cmr
     assert cmr["A"] == ord("A") and cmr["Γ"] == 161 and cmr["¡"] == 60
     # Cyrillic is absent from Computer Modern.
     assert "Ж" not in cmr
-    tt = glyphs._code_points(faces["cmtt10.ttf"], os.path.join(font_dir, "cmtt10.ttf"),
-                             glyph_classes.LETTERS)
+    tt = glyph_fonts.face_code_points(faces["cmtt10.ttf"], os.path.join(font_dir, "cmtt10.ttf"),
+                                      glyph_classes.LETTERS)
     assert tt['"'] == 34 and tt["<"] == 60
 
 

@@ -9,10 +9,10 @@ from PIL import Image
 
 from dnc_jax import feed, parallel, steps
 from dnc_jax.divide import masks
-from dnc_jax.data import host_views, view_cache
-from dnc_jax.data.cache import cached_images
-from dnc_jax.data.image_set import ImageSet
-from dnc_jax.data.sampler import make_sampler
+from dnc_jax.data.views import host_views, view_cache
+from dnc_jax.data.store.cache import cached_images
+from dnc_jax.data.store.image_set import ImageSet
+from dnc_jax.data.sampling import make_sampler
 from dnc_jax.divide import schedule
 from tests.helpers import tiny_config
 from tests.test_train_step import _state, _trainer_parts

@@ -42,3 +42,88 @@ def test_every_tool_tells_a_user_error_in_one_line(tool, tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dnc_jax: "), result.stderr[-2000:]
+
+
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dnc_jax")
+MAX_LINES = 400
+
+
+def _modules() -> dict[str, str]:
+    """{'dnc_jax.x.y': path} of every module of the package ('dnc_jax.x' for x/__init__.py)."""
+    out = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                rel = os.path.relpath(os.path.join(folder, name), os.path.dirname(PACKAGE))
+                parts = rel[:-3].split(os.sep)
+                if parts[-1] == "__init__":
+                    parts = parts[:-1]
+                out[".".join(parts)] = os.path.join(folder, name)
+    return out
+
+
+def _imports(path: str, module: str, modules) -> set[str]:
+    """The package modules `path` imports, at any depth of its code (a function's lazy import
+    included: a cycle through one still means two modules that cannot be read apart).
+    `from a import b` names the submodule a.b where there is one, else a."""
+    import ast
+
+    tree = ast.parse(open(path).read())
+    package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[:len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.add(sub if sub in modules else base)
+    return {m for m in found if m in modules and m != module}
+
+
+def test_no_import_cycle_in_the_package():
+    modules = _modules()
+    graph = {m: _imports(p, m, modules) for m, p in modules.items()}
+    # A package's __init__ that re-exports its own submodules is not a cycle with them: a
+    # submodule importing a sibling does not run through the package's names.
+    for m in graph:
+        graph[m] = {d for d in graph[m] if not (m.startswith(d + ".") and d in modules)}
+    state, cycles = {}, []
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_no_python_file_in_the_package_is_over_400_lines():
+    long = {os.path.relpath(p, os.path.dirname(PACKAGE)): n for p in _modules().values()
+            if (n := sum(1 for _ in open(p))) > MAX_LINES}
+    assert not long, f"files over {MAX_LINES} lines (split them by their jobs): {long}"
+
+
+def test_the_cycle_finder_finds_a_cycle(tmp_path):
+    """The test above fails on a real cycle: two modules importing each other lazily."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from pkg import b\n")
+    (pkg / "b.py").write_text("from pkg.a import f\n")
+    modules = {"pkg": str(pkg / "__init__.py"), "pkg.a": str(pkg / "a.py"),
+               "pkg.b": str(pkg / "b.py")}
+    assert _imports(modules["pkg.a"], "pkg.a", modules) == {"pkg.b"}
+    assert _imports(modules["pkg.b"], "pkg.b", modules) == {"pkg.a"}

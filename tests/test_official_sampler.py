@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from dnc_jax.errors import ConfigError
-from dnc_jax.data.official_sampler import OfficialJointSampler, OfficialRoundRobinSampler
-from dnc_jax.data.sampler import (SAMPLERS, JointSampler, RoundRobinSampler, check_sampler,
-                                  learner_slots, make_sampler)
+from dnc_jax.data.sampling.official_sampler import OfficialJointSampler, OfficialRoundRobinSampler
+from dnc_jax.data.sampling import make_sampler
+from dnc_jax.data.sampling.sampler import (SAMPLERS, JointSampler, RoundRobinSampler,
+                                           check_sampler, learner_slots)
 from dnc_jax.divide.recluster import remove_singletons
 
 # Class sizes shaped like Stanford Online Products: 2 to 12 images, most classes 2 to 6.

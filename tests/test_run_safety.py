@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dnc_jax import errors, run_guard, train
+from dnc_jax import trainer as trainer_lib
 from tests.helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -145,7 +146,7 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir
     config = _config(cache_dir, 1)
     train.train_and_evaluate(config, workdir)              # one good epoch
     kept = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
-    real_step = train.steps.make_train_step
+    real_step = trainer_lib.steps.make_train_step
 
     def poisoned(*args, **kwargs):
         step = real_step(*args, **kwargs)
@@ -157,7 +158,7 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir
 
         return nan_step
 
-    monkeypatch.setattr(train.steps, "make_train_step", poisoned)
+    monkeypatch.setattr(trainer_lib.steps, "make_train_step", poisoned)
     with pytest.raises(errors.NonFiniteLoss, match=r"epoch 1, step 0 of the epoch, learner\(s\) 1"):
         train.train_and_evaluate(_config(cache_dir, 2), workdir)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == kept

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from dnc_jax.errors import ConfigError
-from dnc_jax.data.sampler import (JointSampler, RoundRobinSampler, _deal, check_batch_layout,
-                                  learner_slots, make_sampler)
+from dnc_jax.data.sampling import make_sampler
+from dnc_jax.data.sampling.sampler import (JointSampler, RoundRobinSampler, _deal,
+                                           check_batch_layout, learner_slots)
 from dnc_jax.divide.recluster import remove_singletons
 
 

@@ -10,7 +10,8 @@ import scipy.io
 from PIL import Image
 
 from dnc_jax.configs import default
-from dnc_jax.data import benchmarks, custom, image_lists, sources
+from dnc_jax.data.sources import benchmarks, custom, image_lists
+from dnc_jax.data import sources
 from dnc_jax.errors import DataError
 
 
@@ -54,7 +55,7 @@ def _warnings(caplog):
 def fake_decode(monkeypatch):
     """The image cache in this process (parsing is what these tests check), recording the
     split names it is asked for."""
-    from dnc_jax.data import cache
+    from dnc_jax.data.store import cache
 
     calls = []
 
@@ -314,7 +315,7 @@ def test_held_out_only_never_packs_the_training_split(tmp_path, fake_decode):
 
 
 def test_real_decode_cache(tmp_path):
-    """The same path through the real cache (dnc_jax/data/cache.py)."""
+    """The same path through the real cache (dnc_jax/data/store/cache.py)."""
     sets = sources.load_dataset(_data_config(tmp_path, "sop", _sop(tmp_path / "sop")))
     assert len(sets["test"].images) == 3
     assert sets["test"].sizes.tolist() == [[9, 12]] * 3

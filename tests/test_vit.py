@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from dnc_jax.data import augment
+from dnc_jax.data.views import augment
 from dnc_jax.errors import ConfigError
 from dnc_jax.models import pretrained, vit, vit_import
 from dnc_jax.models.embedder import check_model_config, make_embedder, pool

@@ -2,7 +2,7 @@
 
 Classification (normalised softmax, one learner) of the 'pretrain' glyph corpus by script or
 symbol block: about 1,900 characters of 21 blocks that neither demo target draws from, none a
-look-alike of a target character (dnc_jax/data/glyph_classes.py); half its characters train,
+look-alike of a target character (dnc_jax/data/sources/glyph_classes.py); half its characters train,
 the other half measure retrieval of their blocks. The network is the demos' (configs/demo.py), so
 
     python -m dnc_jax.main --config=configs/pretrain_glyphs.py --workdir=runs/pretrain

@@ -24,7 +24,7 @@ import os
 import flax.traverse_util
 import numpy as np
 
-from dnc_jax.data import augment
+from dnc_jax.data.views import augment
 from dnc_jax.errors import ConfigError, DataError
 
 # torchvision's ImageNet-1k V1 ResNet-50 weights (what the papers fine-tune), published in

@@ -54,7 +54,7 @@ from __future__ import annotations
 import numpy as np
 
 from dnc_jax.errors import ConfigError
-from dnc_jax.data.sampler import JointSampler, RoundRobinSampler
+from dnc_jax.data.sampling.sampler import JointSampler, RoundRobinSampler
 
 METHODS = ("cvpr", "pami")
 

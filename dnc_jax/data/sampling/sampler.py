@@ -1,5 +1,5 @@
-"""Cluster-aware class-balanced batches: the `joint` and `round_robin` schedules (README, "Decisions
-taken, and why").
+"""Cluster-aware class-balanced batches: the `joint` and `round_robin` schedules
+(docs/decisions.md).
 
 Learner k trains on cluster k: the images whose `assignment` is k (-1 = set aside, e.g. by
 `dnc_jax.divide.recluster.remove_singletons`). M = `samples_per_class`.
@@ -391,23 +391,3 @@ class RoundRobinSampler(_ClusterSampler):
             primary = np.concatenate([primary, np.zeros(tail, bool)])
             learners = np.full(self.batch_size, learner, np.int32)
             yield self._finish(indices, learners, primary)
-
-
-def make_sampler(schedule: str, labels, assignment, num_learners, batch_size,
-                 samples_per_class, seed, epoch_length="exact", sampler="exact", method="cvpr"):
-    """The sampler of `divide.learner_schedule` ('joint' or 'round_robin'), its epochs as
-    long as `data.epoch_length` says ('exact' or 'official', module docstring), its draws
-    `data.sampler`'s: 'exact' (this module) or 'official' (official_sampler.py, whose variant
-    `method`, 'cvpr' or 'pami', is `divide.schedule`)."""
-    check_sampler(sampler)
-    classes = {"joint": JointSampler, "round_robin": RoundRobinSampler}
-    if schedule not in classes:
-        raise ConfigError(f"divide.learner_schedule={schedule!r} is not one of {SCHEDULES}")
-    if sampler == "official":
-        from dnc_jax.data import official_sampler   # it builds on this module's classes
-        official = {"joint": official_sampler.OfficialJointSampler,
-                    "round_robin": official_sampler.OfficialRoundRobinSampler}
-        return official[schedule](labels, assignment, num_learners, batch_size,
-                                  samples_per_class, seed, epoch_length, method=method)
-    return classes[schedule](labels, assignment, num_learners, batch_size, samples_per_class,
-                             seed, epoch_length)

@@ -1,5 +1,11 @@
-"""Data sets by name (`data.name`): each returns {split: ImageSet}, train classes disjoint from
-the evaluated ones.
+"""Sources: where the images come from. `load_dataset(config.data)` is the entry point.
+
+In: `data.name` and its options (a benchmark's official files under `data.root`, a folder, a
+csv, a TFDS data set, or the rendered glyphs). Out: {split: ImageSet}, the train classes
+disjoint from the evaluated ones, image files packed into the store's cache on the way
+(`image_lists.to_image_set`). One module per kind of source: `benchmarks.py` (the official
+list files), `custom.py` (folder, csv), `tfds_source.py`, `glyphs.py` (with `glyph_fonts.py`,
+`glyph_classes.py`), and `image_lists.py`, the file lists they share.
 
 Splits: always 'train'; then 'test' (leave-one-out retrieval over the test set: glyphs, sop,
 cub, cars, folder, csv, tfds), or 'query' + 'gallery' (inshop; folder with such split folders;
@@ -25,11 +31,11 @@ import numpy as np
 from absl import logging
 
 from dnc_jax import defaults
-from dnc_jax.data import benchmarks, custom, glyph_classes
+from dnc_jax.data.sources import benchmarks, custom, glyph_classes
 from dnc_jax.errors import ConfigError, DataError
-from dnc_jax.data.glyphs import load_glyphs
-from dnc_jax.data.image_lists import ImageList, to_image_set, undecodable_rows, without_rows
-from dnc_jax.data.image_set import ImageSet
+from dnc_jax.data.sources.glyphs import load_glyphs
+from dnc_jax.data.sources.image_lists import ImageList, to_image_set, undecodable_rows, without_rows
+from dnc_jax.data.store.image_set import ImageSet
 
 __all__ = ["DataError", "ImageSet", "load_dataset", "NAMES"]
 
@@ -134,7 +140,7 @@ def _csv(data_config, wanted):
 
 
 def _tfds(data_config, wanted):
-    from dnc_jax.data import tfds_source
+    from dnc_jax.data.sources import tfds_source
 
     lists = tfds_source.load(data_config.tfds_name, data_config)
     return _decode_all(lists, data_config, f"tfds-{data_config.tfds_name}", wanted)

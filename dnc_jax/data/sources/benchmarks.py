@@ -17,9 +17,9 @@ import os
 import numpy as np
 
 from dnc_jax.errors import DataError
-from dnc_jax.data.image_lists import (ROOT_KEY, ImageList, check_images_exist, is_image_file,
-                                      make_list, split_by_first_classes,
-                                      warn_unofficial_counts)
+from dnc_jax.data.sources.image_lists import (ROOT_KEY, ImageList, check_images_exist,
+                                              is_image_file, make_list, split_by_first_classes,
+                                              warn_unofficial_counts)
 
 SOP_TITLE = "Stanford Online Products"
 CUB_TITLE = "CUB-200-2011"

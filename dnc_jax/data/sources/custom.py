@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 
 from dnc_jax.errors import DataError
-from dnc_jax.data.image_lists import ROOT_KEY, ImageList, is_image_file, make_list
+from dnc_jax.data.sources.image_lists import ROOT_KEY, ImageList, is_image_file, make_list
 
 FOLDER_TITLE = "Image folder data set"
 CSV_TITLE = "CSV list data set"

@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 
 from dnc_jax.errors import DataError
-from dnc_jax.data.image_set import ImageSet, SelectedRows
+from dnc_jax.data.store.image_set import ImageSet, SelectedRows
 
 ROOT_KEY = "--config.data.root="  # the flag that locates a data set, named in errors
 
@@ -124,7 +124,7 @@ def to_image_set(image_list: ImageList, data_config, name: str) -> ImageSet:
 
 def undecodable_rows(image_set: ImageSet) -> np.ndarray:
     """Rows whose file could not be decoded: original size (0, 0), which no image has."""
-    from dnc_jax.data.cache import bad_rows
+    from dnc_jax.data.store.cache import bad_rows
 
     if image_set.sizes is None or not len(image_set.sizes):
         return np.zeros(0, np.int64)
@@ -168,6 +168,6 @@ def without_rows(image_sets: dict[str, ImageSet], drop: dict[str, np.ndarray],
 
 def _cached(files, cache_dir, name, skip_bad=False):
     # Imported here: the cache pulls in multiprocessing machinery parsers never need.
-    from dnc_jax.data.cache import cached_images
+    from dnc_jax.data.store.cache import cached_images
 
     return cached_images(files, cache_dir, name, skip_bad=skip_bad)

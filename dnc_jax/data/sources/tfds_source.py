@@ -22,10 +22,10 @@ import json
 import os
 from typing import Optional
 
-from dnc_jax.data.benchmarks import OFFICIAL
+from dnc_jax.data.sources.benchmarks import OFFICIAL
 from dnc_jax.errors import DataError
-from dnc_jax.data.image_lists import (ImageList, make_list, split_by_first_classes,
-                                      warn_unofficial_counts)
+from dnc_jax.data.sources.image_lists import (ImageList, make_list, split_by_first_classes,
+                                              warn_unofficial_counts)
 
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 MANIFEST = "manifest.json"

@@ -49,7 +49,7 @@ import os
 
 import numpy as np
 
-from dnc_jax.data.encoded import EncodedImages, decode_bytes
+from dnc_jax.data.store.encoded import EncodedImages, decode_bytes
 from dnc_jax.errors import DataError
 
 FORMAT_VERSION = 2       # bump when what is stored changes (1: 256 x 256 decoded rows)

@@ -35,7 +35,7 @@ import uuid
 
 import numpy as np
 
-from dnc_jax.data.encoded import EncodedImages, decode_bytes
+from dnc_jax.data.store.encoded import EncodedImages, decode_bytes
 
 RRC_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
 
