@@ -47,7 +47,8 @@ def get_config():
                                           # 'small' (800 ids) | 'medium' (1600) | 'large' (2400)
     config.data.split_seed = 0     # 'folder'/'csv' without splits given: seed of the shuffle
                                    # of the sorted class names that picks the train classes
-    config.data.train_fraction = 0.5  # ... and the share of classes that train (rest: test)
+    config.data.train_fraction = 0.5  # 'folder'/'csv' without splits given: the share of
+                                      # classes that train (the rest: test)
     config.data.tfds_name = ""     # 'tfds': caltech_birds2011 | cars196 | stanford_online_products
     config.data.tfds_data_dir = ""  # 'tfds': where it is prepared ('': $TFDS_DATA_DIR, else
                                     # ~/tensorflow_datasets); never downloaded
@@ -165,8 +166,9 @@ def get_config():
                                            # active learners (a joint epoch has K x fewer steps;
                                            # 'linear' helped from scratch, overshot at K=8 from
                                            # a pretrained start: BENCHMARKS.md)
-    config.optim.lr_decay_every = 0        # multiply every learning rate by lr_decay_factor
-    config.optim.lr_decay_factor = 0.3     # every this many epochs (0: constant, both repos)
+    config.optim.lr_decay_every = 0        # every this many epochs, multiply every learning
+                                           # rate by lr_decay_factor (0: constant, both repos)
+    config.optim.lr_decay_factor = 0.3     # the factor of that step decay (lr_decay_every)
     config.optim.algorithm = "adam_coupled"  # 'adam_coupled': torch Adam, weight decay added to
                                    # the gradient (both papers) | 'adamw': decoupled decay,
                                    # lr x weight_decay x param a step (torch/optax AdamW)
@@ -180,8 +182,10 @@ def get_config():
     config.optim.clip_grad_norm = 0.0  # clip the global gradient norm to this (0: off)
     config.optim.no_decay_1d = False   # no weight decay on biases, norms and ViT tokens
     config.optim.masks = ml_collections.ConfigDict()  # PAMI learned masks (divide.masks='learned')
-    config.optim.masks.learning_rate = 1e-3  # PAMI README: base lr 1e-5 x mask_lr_mult 100
-    config.optim.masks.weight_decay = 1e-4   # PAMI README: mask_wd_mult 1 x 1e-4
+    config.optim.masks.learning_rate = 1e-3  # Adam learning rate of the masks (PAMI README:
+                                             # base lr 1e-5 x mask_lr_mult 100)
+    config.optim.masks.weight_decay = 1e-4   # coupled L2 of the masks (PAMI README:
+                                             # mask_wd_mult 1 x 1e-4)
 
     config.divide = ml_collections.ConfigDict()
     config.divide.num_learners = 8         # K clusters / learners; 1 = the plain baseline

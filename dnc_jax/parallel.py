@@ -5,7 +5,7 @@ sharded on their leading axis, the train state is replicated, and XLA inserts th
 all-reduce. This is what `pmap` is built on in current JAX (pmap is in maintenance mode), and
 because each loss sees the *global* batch, mining and loss values do not depend on the number
 of devices. The axis type is Auto: Explicit mode rejects the all-pairs similarity matrices that
-metric losses build on a batch-sharded array (README, "Decisions taken, and why").
+metric losses build on a batch-sharded array (docs/decisions.md).
 """
 from __future__ import annotations
 

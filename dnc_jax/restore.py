@@ -39,6 +39,8 @@ from dnc_jax.models.embedder import compute_dtype, make_embedder
 
 
 class TrainedModel(NamedTuple):
+    """A trained run, as `load_trained` (and `dnc_jax.load_run`) return it."""
+
     config: ml_collections.ConfigDict
     model: Any                 # the flax Embedder
     model_params: Any          # params['model'] of the train state

@@ -1,5 +1,5 @@
 """Every loss gives the same value and gradients for one global batch on 1 device and sharded over 8
-simulated devices (README, "Decisions taken, and why": losses see the global batch, so mining does
+simulated devices (docs/decisions.md: losses see the global batch, so mining does
 not depend on the device count). One subprocess runs every loss; run this file directly to debug
 it."""
 import os

@@ -7,7 +7,7 @@ with distance-weighted mining (the author's advice in the CVPR repository's issu
 usable image once an epoch, and bfloat16 compute on accelerators. It is not the official
 recipe: that is configs/cvpr/sop.py (the CVPR README command: EasyPeasy miner, the official
 sampler's epoch length and batches, float32); configs/sop_joint.py is the fast variant of this
-one. README.md, "Published results and the configs that target them", lists the differences.
+one. docs/papers.md, "This project's recipe against the CVPR command", lists the differences.
 
 Set --config.data.root to the folder holding Ebay_train.txt and Ebay_test.txt.
 """

@@ -8,7 +8,7 @@ network's learning rate by sqrt(K) of the epoch's active K to make up for the fe
 from a pretrained backbone, at K=8 and the rate that suits round robin, 'linear' (x 8) lost 4.6
 points of R@1 to it, while from scratch a larger rate helped joint (BENCHMARKS.md, "From a
 pretrained start"): sqrt lies between the two. Joint trained worse than round
-robin in this project's accuracy grids (README.md, "Accuracy"; it is not the papers' schedule):
+robin in this project's accuracy grids (docs/accuracy.md; it is not the papers' schedule):
 use it for speed, configs/sop.py or configs/cvpr/sop.py for accuracy.
 """
 from dnc_jax.configs import sop

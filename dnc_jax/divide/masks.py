@@ -1,8 +1,7 @@
 """Learner masks: which embedding dimensions each learner owns, as fixed-shape arrays.
 
 Everything here is an array `[K_max, d]`, so K changing, reclustering and the switch to the full
-embedding change values, never shapes, and the train step compiles once (README, "Decisions taken,
-and why").
+embedding change values, never shapes, and the train step compiles once (docs/decisions.md).
 
 Two arrays describe a phase, following the CVPR code (docs/method.md §1.2):
 - `slices`: the division of the embedding into K contiguous blocks of ceil(d/K) dims. The

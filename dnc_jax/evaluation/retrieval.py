@@ -53,6 +53,7 @@ replicated on every device.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import NamedTuple, Optional
 
@@ -196,6 +197,55 @@ def query_stats(
                       np.asarray(precision_sum))
 
 
+class Neighbours(NamedTuple):
+    """The nearest gallery items of some queries, numpy arrays of shape (n, k), nearest first."""
+    indices: np.ndarray    # int32 gallery rows
+    distances: np.ndarray  # float32 Euclidean distances (from the float32 ranking key)
+
+
+def nearest_neighbours(query, gallery=None, *, k: int, rows=None,
+                       block_size: int = 1024) -> Neighbours:
+    """The k nearest gallery rows of query rows `rows` (default: all), ranked exactly as every
+    metric here ranks them (`_block_neighbours`: the same key, ties by lower gallery index, and
+    under leave-one-out (`gallery=None`: the gallery is `query`) each query's own row excluded
+    by index). `k` is clamped to the number of candidates. For the retrieval report
+    (`dnc_jax.evaluation.report`); the metrics never hold these (Q, k) indices."""
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    leave_one_out = gallery is None
+    query = _as_embeddings(query, "query")
+    gallery = query if leave_one_out else _as_embeddings(gallery, "gallery")
+    if gallery.shape[1] != query.shape[1]:
+        raise ValueError(f"query dim {query.shape[1]} != gallery dim {gallery.shape[1]}")
+    rows = np.arange(query.shape[0]) if rows is None else np.asarray(rows).reshape(-1)
+    if len(rows) and (rows.min() < 0 or rows.max() >= query.shape[0]):
+        raise ValueError(f"rows must lie in [0, {query.shape[0]})")
+    k = max(0, min(int(k), gallery.shape[0] - int(leave_one_out)))
+    if k == 0 or len(rows) == 0:
+        return Neighbours(np.zeros((len(rows), k), np.int32), np.zeros((len(rows), k), np.float32))
+    keys, idx = _neighbours_program(query, jnp.asarray(rows, jnp.int32), gallery, k=k,
+                                    block=min(block_size, len(rows)),
+                                    leave_one_out=leave_one_out)
+    q_sq = jnp.sum(query[jnp.asarray(rows)] ** 2, axis=1)
+    distances = jnp.sqrt(jnp.maximum(keys + q_sq[:, None], 0.0))
+    return Neighbours(np.asarray(idx), np.asarray(distances))
+
+
+@functools.partial(jax.jit, static_argnames=("k", "block", "leave_one_out"))
+def _neighbours_program(query, rows, gallery, *, k, block, leave_one_out):
+    n = rows.shape[0]
+    # Padded rows query row 0 (their results are dropped).
+    padded = jnp.pad(rows, (0, -n % block)).reshape(-1, block)
+    g_sq = jnp.sum(gallery * gallery, axis=1)
+
+    def step(_, r):
+        return None, _block_neighbours(query[r], r if leave_one_out else None, gallery, g_sq,
+                                       k=k)
+
+    _, (keys, idx) = jax.lax.scan(step, None, padded)
+    return keys.reshape(-1, k)[:n], idx.reshape(-1, k)[:n]
+
+
 # ----------------------------------------------------------------------------------------------
 # Argument checks
 
@@ -244,20 +294,29 @@ def _label_codes(query_labels, gallery_labels, n_query: int, n_gallery: int):
 # The device program
 
 
-def _block_stats(q, codes, relevant, start, gallery, g_sq, g_codes, *, k, leave_one_out, map_at_r):
-    """(first hit rank, hits in first R, precision sum in first R) for one block of queries."""
+def _block_neighbours(q, self_col, gallery, g_sq, *, k):
+    """(ranking keys, gallery indices), both (block, k): the k nearest of each query row, the
+    ranking key ||g||^2 - 2 q.g ascending; `self_col` (block,): each row's own gallery column,
+    excluded (None: the gallery is another set). Every metric and `nearest_neighbours` rank
+    through this one function."""
     # HIGHEST: on GPUs the default float32 matmul may use TF32 (10-bit mantissa), which would
     # reorder near neighbours and make the metric hardware-dependent.
     dots = jnp.dot(q, gallery.T, precision=jax.lax.Precision.HIGHEST)
     dist = g_sq[None, :] - 2.0 * dots  # ||q - g||^2 - ||q||^2
-    if leave_one_out:
-        self_col = start + jnp.arange(q.shape[0], dtype=jnp.int32)
+    if self_col is not None:
         cols = jnp.arange(gallery.shape[0], dtype=jnp.int32)
         # +inf before top_k: the query itself is never a candidate, while an exact duplicate
         # (distance 0, different index) still is.
         dist = jnp.where(cols[None, :] == self_col[:, None], jnp.inf, dist)
     # top_k of the negated distance = k nearest; equal values come lower index first.
-    _, idx = jax.lax.top_k(-dist, k)
+    neg, idx = jax.lax.top_k(-dist, k)
+    return -neg, idx
+
+
+def _block_stats(q, codes, relevant, start, gallery, g_sq, g_codes, *, k, leave_one_out, map_at_r):
+    """(first hit rank, hits in first R, precision sum in first R) for one block of queries."""
+    self_col = start + jnp.arange(q.shape[0], dtype=jnp.int32) if leave_one_out else None
+    _, idx = _block_neighbours(q, self_col, gallery, g_sq, k=k)
     hits = g_codes[idx] == codes[:, None]  # (block, k), padding rows (code -1) never hit
     first_hit = jnp.where(jnp.any(hits, axis=1), jnp.argmax(hits, axis=1), _MISS)
     first_hit = first_hit.astype(jnp.int32)

@@ -1,5 +1,5 @@
 """Base losses by name, each a pure function of one flat batch holding several learners'
-sub-batches (README, "Decisions taken, and why", docs/method.md §3):
+sub-batches (docs/decisions.md, docs/method.md §3):
 
     loss_fn(embeddings, labels, learners, valid, rng, loss_params=None, *, n_dim=None,
             masks=None) -> (loss, aux)

@@ -1,7 +1,7 @@
 """Building blocks shared by every loss: distances, learner-restricted pair masks, per-learner
 reductions and NaN-free masked log-sum-exps.
 
-One flat batch holds several learners' sub-batches (README, "Decisions taken, and why"). A pair
+One flat batch holds several learners' sub-batches (docs/decisions.md). A pair
 counts only when both ends are valid slots of the same learner, and every per-learner quantity is a
 segment sum over the learner ids, so a loss over the flat batch equals the sum of K separate losses.
 All shapes are fixed; empty sets give 0, never NaN (no sqrt at 0, log of 0 or 0/0, also in

@@ -11,7 +11,7 @@ BEiT's layer decay) rather than the papers' coupled Adam: AdamW with decay 0.05 
 norms and tokens, layer-wise decay 0.75, a two-epoch linear warm-up, clipping at norm 3 and
 stochastic depth 0.1. The backbone keeps the papers' rate 1e-5 and the new head gets 1e-4.
 These values are taken from those recipes, not yet measured here at full size: no GPU run is
-recorded (README.md, "ViT backbones").
+recorded (docs/vit.md).
 """
 
 DINO_VIT_S16 = "timm/vit_small_patch16_224.dino"
