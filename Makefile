@@ -46,7 +46,7 @@ demo-compare: venv
 PRETRAINED ?= runs/pretrained/model.safetensors
 $(PRETRAINED): | venv
 	$(PY) -m dnc_jax.main --config=configs/pretrain_glyphs.py --workdir=runs/pretrain
-	$(PY) -m dnc_jax.backbone --workdir=runs/pretrain --out=$@
+	$(PY) -m dnc_jax.inference.backbone --workdir=runs/pretrain --out=$@
 
 accuracy-finetune: venv $(PRETRAINED)
 	$(PY) bench/accuracy.py --config=configs/demo_finetune.py --grid=finetune \
@@ -89,7 +89,7 @@ REPORT_RUN ?= runs/report-demo
 report-screenshot: venv
 	test -f $(REPORT_RUN)/summary.json || $(PY) -m dnc_jax.main --config=configs/demo.py \
 	    --workdir=$(REPORT_RUN) --config.num_epochs=4 --config.progress=False
-	$(PY) -m dnc_jax.evaluate --workdir=$(REPORT_RUN) --report --report_queries=8
+	$(PY) -m dnc_jax.inference.evaluate --workdir=$(REPORT_RUN) --report --report_queries=8
 	mkdir -p docs/images
 	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2200 \
 	    --virtual-time-budget=10000 --screenshot=docs/images/report.png \

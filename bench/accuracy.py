@@ -517,7 +517,7 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/accuracy", help="output folder")
     parser.add_argument("--pretrained", default="",
                         help="backbone file every run fine-tunes (model.pretrained), e.g. the "
-                             "one `python -m dnc_jax.backbone` wrote from a pretraining run")
+                             "one `dnc-jax backbone` wrote from a pretraining run")
     parser.add_argument("--sweep", default="",
                         help="comma-separated RATE:BATCH points, multipliers of a setting's "
                              "backbone and head rates (on top of its own rule) and of its "
@@ -570,7 +570,7 @@ def main(argv=None):
         pretrained_path = os.path.abspath(args.pretrained)
         if not os.path.isfile(pretrained_path):
             raise SystemExit(f"bench/accuracy.py: --pretrained={args.pretrained}: no such file "
-                             f"(python -m dnc_jax.backbone writes one from a training run)")
+                             f"(dnc-jax backbone writes one from a training run)")
         args.set = [f"model.pretrained={pretrained_path}", *args.set]
     epochs = phase_epochs(base, args.epochs)
     points = sweep_points(args.sweep)

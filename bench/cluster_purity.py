@@ -59,7 +59,7 @@ def _embed(model, config, variables, image_set):
     import jax
     import jax.numpy as jnp
 
-    from dnc_jax import embedding
+    from dnc_jax.inference import embedding
     from dnc_jax.divide import masks
     from dnc_jax.divide import schedule
 
@@ -83,7 +83,7 @@ def rows_for(workdir, k, untrained, restarts, seed):
     from dnc_jax.data import sources
     from dnc_jax.divide import recluster
     from dnc_jax.models.variables import initial_variables
-    from dnc_jax.restore import load_trained
+    from dnc_jax.inference.restore import load_trained
 
     trained = load_trained(workdir)
     config = trained.config

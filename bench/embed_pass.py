@@ -46,10 +46,12 @@ if SPLIT:
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dnc_jax import api, defaults, embedding, feed, parallel  # noqa: E402
+from dnc_jax import api, defaults, parallel  # noqa: E402
+from dnc_jax.inference import embedding
+from dnc_jax.data import feed
 from dnc_jax.data import sources  # noqa: E402
 from dnc_jax.divide import masks, schedule  # noqa: E402
-from dnc_jax.trainer import Trainer  # noqa: E402
+from dnc_jax.training.trainer import Trainer  # noqa: E402
 
 # The pass's parts: (label, (file fragment, function name) pairs whose cumulative time, in the
 # main process, is that part's).

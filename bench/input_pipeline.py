@@ -153,7 +153,8 @@ def bench_batches(args, work_dir, photos, workers, benchmark):
     photographs at `benchmark`'s typical size."""
     import jax
 
-    from dnc_jax import feed, parallel
+    from dnc_jax.data import feed
+    from dnc_jax import parallel
     from dnc_jax.data.store.image_set import ImageSet
 
     folder = os.path.join(work_dir, benchmark)

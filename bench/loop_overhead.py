@@ -56,11 +56,12 @@ if SPLIT:
 
 import jax  # noqa: E402
 
-from dnc_jax import api, feed, parallel  # noqa: E402
+from dnc_jax import api, parallel  # noqa: E402
+from dnc_jax.data import feed
 from dnc_jax.data import sampling  # noqa: E402
 from dnc_jax.data import sources  # noqa: E402
 from dnc_jax.divide import masks, schedule  # noqa: E402
-from dnc_jax.trainer import Trainer  # noqa: E402
+from dnc_jax.training.trainer import Trainer  # noqa: E402
 
 
 def _value(text):

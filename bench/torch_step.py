@@ -121,7 +121,8 @@ def jax_step_seconds(args, steps):
     import jax
     import jax.numpy as jnp
 
-    from dnc_jax import api, optim, parallel, steps as steps_lib
+    from dnc_jax import api, parallel
+    from dnc_jax.training import optim, steps as steps_lib
     from dnc_jax.divide import masks, schedule
     from dnc_jax.losses import make_loss
     from dnc_jax.models.embedder import make_embedder

@@ -42,7 +42,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dnc_jax.configs import default  # noqa: E402
-from dnc_jax import embedding, optim, parallel, steps  # noqa: E402
+from dnc_jax.inference import embedding  # noqa: E402
+from dnc_jax.training import optim, steps
+from dnc_jax import parallel
 from dnc_jax.divide import masks  # noqa: E402
 from dnc_jax.divide import schedule  # noqa: E402
 from dnc_jax.losses import make_loss  # noqa: E402

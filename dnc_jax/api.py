@@ -59,7 +59,7 @@ def _set(config, dotted: str, value) -> None:
 
 def train_run(config, workdir: str, allow_config_change: bool = False) -> dict:
     """Trains (or resumes) the run in `workdir`; the last epoch's metrics record."""
-    from dnc_jax import train as train_lib
+    from dnc_jax.training import train as train_lib
 
     return train_lib.train_and_evaluate(config, workdir, allow_config_change)
 
@@ -67,7 +67,7 @@ def train_run(config, workdir: str, allow_config_change: bool = False) -> dict:
 def load_run(workdir: str, batch_size: int | None = None):
     """The trained run's `restore.TrainedModel` (config, model, params, BN statistics, slices,
     `embed_fn`), from its newest readable checkpoint."""
-    from dnc_jax import restore
+    from dnc_jax.inference import restore
 
     return restore.load_trained(workdir, batch_size)
 
@@ -80,8 +80,8 @@ def embed_images(model, images, sizes=None):
 
 def embed_folder(workdir: str, images: str, out: str, **options):
     """Embeds a folder (or a list file) of images with a run and writes `out` (.npy) and its
-    paths file, as `python -m dnc_jax.embed`; returns (embeddings, paths)."""
-    from dnc_jax import embed
+    paths file, as `dnc-jax embed`; returns (embeddings, paths)."""
+    from dnc_jax.inference import embed
 
     files = embed.list_images(images)
     embeddings, _ = embed.embed_files(workdir, files, out, **options)
@@ -90,6 +90,6 @@ def embed_folder(workdir: str, images: str, out: str, **options):
 
 def search_index(workdir: str, index: str, query: str, top: int = 10, sheet: str | None = None):
     """The `top` nearest images of `query` in the index written by `embed_folder`."""
-    from dnc_jax import search as search_lib
+    from dnc_jax.inference import search as search_lib
 
     return search_lib.search(workdir, index, query, top, sheet)

@@ -1,8 +1,8 @@
 """`dnc-jax <command> [flags]`: the installed entry point of every tool.
 
     dnc-jax train --config=sop --workdir=runs/sop     # = python -m dnc_jax.main
-    dnc-jax evaluate --workdir=runs/sop                # = python -m dnc_jax.evaluate
-    dnc-jax embed | search | export ...                # = python -m dnc_jax.<command>
+    dnc-jax evaluate --workdir=runs/sop                # = python -m dnc_jax.inference.evaluate
+    dnc-jax embed | search | export | backbone ...     # = python -m dnc_jax.inference.<command>
 
 Each command is its module run as a program, with its own flags (`dnc-jax <command> --help`).
 `train --config` takes a file, or the name of a config shipped with the package (`sop`,
@@ -14,13 +14,14 @@ import os
 import runpy
 import sys
 
+_TOOLS = "dnc_jax.inference."  # the tools that use a trained run
 COMMANDS = {
     "train": ("dnc_jax.main", "train, or resume, a run from a config"),
-    "evaluate": ("dnc_jax.evaluate", "re-evaluate a run with its data set's full protocol"),
-    "embed": ("dnc_jax.embed", "embed image files with a trained run (.npy + paths)"),
-    "search": ("dnc_jax.search", "the nearest indexed images of a query image"),
-    "export": ("dnc_jax.export", "a trained run's evaluation embedder as an ONNX model"),
-    "backbone": ("dnc_jax.backbone", "a trained run's backbone as a model.pretrained file"),
+    "evaluate": (_TOOLS + "evaluate", "re-evaluate a run with its data set's full protocol"),
+    "embed": (_TOOLS + "embed", "embed image files with a trained run (.npy + paths)"),
+    "search": (_TOOLS + "search", "the nearest indexed images of a query image"),
+    "export": (_TOOLS + "export", "a trained run's evaluation embedder as an ONNX model"),
+    "backbone": (_TOOLS + "backbone", "a trained run's backbone as a model.pretrained file"),
 }
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 

@@ -65,7 +65,7 @@ def main():
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
     if parallel.is_main_process():
         print(f"dnc_jax: workdir {workdir}", flush=True)
-    from dnc_jax import train
+    from dnc_jax.training import train
 
     train.train_and_evaluate(config, workdir, _ALLOW_CONFIG_CHANGE.value)
 

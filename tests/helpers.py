@@ -32,7 +32,7 @@ def tiny_config():
 def train_tiny_run(root, epochs: int = 1):
     """(config, workdir) of a tiny run trained for `epochs` under `root` (its own glyph cache
     there too), for the tests that use a trained model."""
-    from dnc_jax import train
+    from dnc_jax.training import train
 
     config = tiny_config()
     config.data.cache_dir = str(root / "cache")

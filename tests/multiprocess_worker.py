@@ -66,7 +66,8 @@ def train_steps(mesh, initial_leaves=None) -> dict[str, np.ndarray]:
     """
     import jax
 
-    from dnc_jax import parallel, train
+    from dnc_jax import parallel
+    from dnc_jax.training import train
     from dnc_jax.divide import masks
     from dnc_jax.divide import schedule
     from tests.helpers import tiny_config

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from dnc_jax import train
+from dnc_jax.training import train
 from dnc_jax.errors import DataError
 from tests.helpers import tiny_config
 

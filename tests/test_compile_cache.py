@@ -49,7 +49,7 @@ def test_evaluate_uses_the_run_s_cache(tmp_path):
     env.update(JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
 
     def evaluate():
-        done = subprocess.run([sys.executable, "-m", "dnc_jax.evaluate",
+        done = subprocess.run([sys.executable, "-m", "dnc_jax.inference.evaluate",
                                f"--workdir={tmp_path / 'run'}"],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]

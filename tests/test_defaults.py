@@ -7,7 +7,8 @@ import pathlib
 import ml_collections
 import pytest
 
-from dnc_jax import defaults, losses, run_guard
+from dnc_jax import defaults, losses
+from dnc_jax.training import run_guard
 from dnc_jax.divide import schedule
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

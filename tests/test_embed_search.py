@@ -1,4 +1,4 @@
-"""Using a trained run: `restore.load_trained`, `python -m dnc_jax.embed` and `dnc_jax.search`.
+"""Using a trained run: `restore.load_trained`, `dnc-jax embed` and `dnc_jax.inference.search`.
 
 One tiny run is trained for the module; a few glyphs of the held-out classes, written as PNG
 files, are embedded with the command line and compared with what training's own
@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dnc_jax import checkpoint, embed, errors, parallel, restore, search, train
+from dnc_jax import checkpoint, errors, parallel
+from dnc_jax.inference import embed, restore, search
+from dnc_jax.training import train
 from dnc_jax.divide import masks
 from dnc_jax.data import sources
 from dnc_jax.errors import DataError
@@ -50,7 +52,7 @@ def run(tmp_path_factory):
 def index(run):
     out = str(run.root / "emb.npy")
     proc = subprocess.run(
-        [sys.executable, "-m", "dnc_jax.embed", f"--workdir={run.workdir}",
+        [sys.executable, "-m", "dnc_jax.inference.embed", f"--workdir={run.workdir}",
          f"--images={run.root / 'images'}", f"--out={out}", "--workers=1", "--usearch"],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 0, proc.stderr
@@ -101,7 +103,7 @@ def test_search_finds_the_query_first_and_ranks_like_brute_force(run, index):
     query_row = 5
     sheet = str(run.root / "sheet.png")
     proc = subprocess.run(
-        [sys.executable, "-m", "dnc_jax.search", f"--workdir={run.workdir}",
+        [sys.executable, "-m", "dnc_jax.inference.search", f"--workdir={run.workdir}",
          f"--index={index.path}", f"--query={listed[query_row]}", "--top=10",
          f"--sheet={sheet}"],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV)
@@ -126,7 +128,7 @@ def test_the_usearch_index_ranks_like_the_exact_scan(index):
     search returns the exact neighbours."""
     from usearch.index import Index
 
-    from dnc_jax import vector_index
+    from dnc_jax.inference import vector_index
 
     embeddings = np.load(index.path)
     hnsw = Index.restore(vector_index.index_path(index.path))
@@ -176,7 +178,7 @@ def test_unusable_workdirs_fail_with_one_line_naming_the_path(run, index, tmp_pa
 
     # The command line prints that line alone and exits 2.
     proc = subprocess.run(
-        [sys.executable, "-m", "dnc_jax.search", f"--workdir={no_checkpoints}",
+        [sys.executable, "-m", "dnc_jax.inference.search", f"--workdir={no_checkpoints}",
          f"--index={index.path}", f"--query={run.paths[0]}"],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from dnc_jax import train
+from dnc_jax.training import train
 from tests.helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +56,7 @@ def test_train_and_evaluate_writes_metrics_and_resumes_exactly(tmp_path, cache_d
     assert os.listdir(tmp_path / "full" / "tensorboard")
 
     # Re-evaluating the saved run gives the last epoch's numbers, with the full protocol.
-    from dnc_jax import evaluate
+    from dnc_jax.inference import evaluate
 
     result, meta = evaluate.evaluate_run(str(tmp_path / "full"))
     assert meta["epoch"] == 2 and meta["complete"]

@@ -6,7 +6,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from dnc_jax import evaluate, train
+from dnc_jax.inference import evaluate
+from dnc_jax.training import train
 from tests.helpers import tiny_config
 
 

@@ -65,7 +65,7 @@ def test_warmup_trains_one_learner_then_clusters_and_counts_reclustering_from_th
 
 def test_joint_learning_rate_rule_scales_the_network_with_active_learners():
     from dnc_jax.configs import default
-    from dnc_jax import optim
+    from dnc_jax.training import optim
 
     c = default.get_config()
     c.divide.learner_schedule = "joint"
@@ -142,7 +142,7 @@ def test_positive_pairs_kept_by_hand():
                                         ("data.glyphs.classes", "runes"),
                                         ("data.glyphs.labels", "strokes")])
 def test_bad_new_keys_stop_before_anything_is_written(tmp_path, key, value):
-    from dnc_jax import train
+    from dnc_jax.training import train
     from dnc_jax.errors import ConfigError
     from tests.helpers import tiny_config
 

@@ -1,4 +1,4 @@
-"""`dnc_jax.export`: a trained run's evaluation embedder as ONNX, checked with onnxruntime.
+"""`dnc-jax export`: a trained run's evaluation embedder as ONNX, checked with onnxruntime.
 
 One tiny run is trained for the module and exported; onnxruntime on the CPU must give what
 `embed_fn.embed_views` gives for the same eval views (real photographs cut by
@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from dnc_jax import export, restore
+from dnc_jax.inference import export, restore
 from dnc_jax.data.views import augment, host_views
 from dnc_jax.errors import RestoreError
 from tests.helpers import train_tiny_run
@@ -148,7 +148,8 @@ def test_a_bfloat16_run_exports_in_float32(run):
 def test_the_command_writes_the_model_and_its_description(run):
     out = str(run.root / "cli" / "model.onnx")
     proc = subprocess.run(
-        [sys.executable, "-m", "dnc_jax.export", f"--workdir={run.workdir}", f"--out={out}"],
+        [sys.executable, "-m", "dnc_jax.inference.export", f"--workdir={run.workdir}",
+         f"--out={out}"],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out}" in proc.stdout
@@ -165,7 +166,7 @@ def test_the_command_writes_the_model_and_its_description(run):
 def test_the_command_without_a_run_exits_2_with_one_line(tmp_path):
     missing = tmp_path / "no_such_run"
     proc = subprocess.run(
-        [sys.executable, "-m", "dnc_jax.export", f"--workdir={missing}",
+        [sys.executable, "-m", "dnc_jax.inference.export", f"--workdir={missing}",
          f"--out={tmp_path / 'model.onnx'}"],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 2, proc.stderr

@@ -2,7 +2,7 @@
 trained run's backbone written as a `model.pretrained` file, and the fine-tuning bench.
 
 The backbone file is checked against torch's layout in tests/test_pretrained.py; here a run's
-backbone goes out through `dnc_jax.backbone` and back in through `model.pretrained`, bit for bit,
+backbone goes out through `dnc-jax backbone` and back in through `model.pretrained`, bit for bit,
 and bench/accuracy.py sweeps and fine-tunes from it end to end on its smallest setting."""
 import json
 import os
@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from dnc_jax import backbone, restore
+from dnc_jax.inference import backbone, restore
 from dnc_jax.data.sources import glyph_classes, glyph_fonts, glyphs
 from dnc_jax.models.variables import initial_variables
 from tests.helpers import train_tiny_run
@@ -73,14 +73,14 @@ def test_backbone_command_refuses_to_overwrite_a_run_config(pretrained):
     run_config = os.path.join(workdir, "config.json")
     before = open(run_config, "rb").read()
     out = os.path.join(workdir, "model.safetensors")
-    done = subprocess.run([sys.executable, "-m", "dnc_jax.backbone", f"--workdir={workdir}",
-                           f"--out={out}"], cwd=REPO, env=ENV, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([sys.executable, "-m", "dnc_jax.inference.backbone",
+                           f"--workdir={workdir}", f"--out={out}"], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     message = done.stderr.strip().splitlines()
     assert len(message) == 1 and "not a weight description" in message[0], message
     assert open(run_config, "rb").read() == before and not os.path.exists(out)
-    missing = subprocess.run([sys.executable, "-m", "dnc_jax.backbone",
+    missing = subprocess.run([sys.executable, "-m", "dnc_jax.inference.backbone",
                               f"--workdir={root / 'nothing'}", f"--out={root / 'x.safetensors'}"],
                              cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
@@ -136,7 +136,7 @@ def test_block_labels_join_exactly_the_characters_of_one_block(tmp_path):
 
 
 def test_a_missing_pretrained_file_stops_before_the_workdir_exists(tmp_path):
-    from dnc_jax import train
+    from dnc_jax.training import train
     from dnc_jax.models.pretrained import WeightImportError
     from tests.helpers import tiny_config
 

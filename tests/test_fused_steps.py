@@ -17,8 +17,9 @@ import jax
 import numpy as np
 import pytest
 
-from dnc_jax import parallel, steps, train
-from dnc_jax import trainer as trainer_lib
+from dnc_jax import parallel
+from dnc_jax.training import steps, train
+from dnc_jax.training import trainer as trainer_lib
 from dnc_jax.data import sampling
 from dnc_jax.data import sources
 from dnc_jax.divide import masks as masks_lib

@@ -7,7 +7,9 @@ import jax
 import numpy as np
 from PIL import Image
 
-from dnc_jax import feed, parallel, steps
+from dnc_jax.data import feed
+from dnc_jax.training import steps
+from dnc_jax import parallel
 from dnc_jax.divide import masks
 from dnc_jax.data.views import host_views, view_cache
 from dnc_jax.data.store.cache import cached_images

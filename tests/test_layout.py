@@ -6,13 +6,16 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["dnc_jax.restore", "dnc_jax.evaluate", "dnc_jax.embed",
-                                    "dnc_jax.search"])
+INFERENCE = ["dnc_jax.inference.restore", "dnc_jax.inference.evaluate",
+             "dnc_jax.inference.embed", "dnc_jax.inference.search", "dnc_jax.inference.export",
+             "dnc_jax.inference.backbone", "dnc_jax.api"]
+
+
+@pytest.mark.parametrize("module", INFERENCE)
 def test_inference_modules_do_not_import_training(module):
-    # A fresh interpreter: this test process has imported dnc_jax.train through other tests.
+    # A fresh interpreter: this test process has imported dnc_jax.training through other tests.
     code = (f"import {module}, sys; "
-            f"bad = [m for m in ('dnc_jax.train', 'dnc_jax.steps', 'dnc_jax.plots', "
-            f"'dnc_jax.run_guard') if m in sys.modules]; "
+            f"bad = [m for m in sys.modules if m.startswith('dnc_jax.training')]; "
             f"assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**os.environ, "JAX_PLATFORMS": "cpu"})
@@ -21,21 +24,24 @@ def test_inference_modules_do_not_import_training(module):
 
 def test_restore_uses_a_trained_model_without_the_trainer():
     """What load_trained pulls in is the model, the checkpoint reader and the embedding pass."""
-    code = ("import dnc_jax.restore, sys; "
-            "assert 'dnc_jax.embedding' in sys.modules and 'dnc_jax.checkpoint' in sys.modules; "
+    code = ("import dnc_jax.inference.restore, sys; "
+            "assert 'dnc_jax.inference.embedding' in sys.modules; "
+            "assert 'dnc_jax.checkpoint' in sys.modules; "
             "assert 'dnc_jax.losses' not in sys.modules, 'losses'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("tool", ["dnc_jax.evaluate", "dnc_jax.embed", "dnc_jax.search"])
+@pytest.mark.parametrize("tool", ["dnc_jax.inference.evaluate", "dnc_jax.inference.embed",
+                                  "dnc_jax.inference.search"])
 def test_every_tool_tells_a_user_error_in_one_line(tool, tmp_path):
     """The shared start-up (`dnc_jax.cli`): a UserError is one line on stderr, exit status 2."""
     missing = tmp_path / "no-such-run"
-    args = {"dnc_jax.evaluate": [],
-            "dnc_jax.embed": [f"--images={tmp_path}", f"--out={tmp_path / 'e.npy'}"],
-            "dnc_jax.search": [f"--index={tmp_path / 'e.npy'}", f"--query={tmp_path / 'q.jpg'}"]}
+    args = {"dnc_jax.inference.evaluate": [],
+            "dnc_jax.inference.embed": [f"--images={tmp_path}", f"--out={tmp_path / 'e.npy'}"],
+            "dnc_jax.inference.search": [f"--index={tmp_path / 'e.npy'}",
+                                         f"--query={tmp_path / 'q.jpg'}"]}
     result = subprocess.run([sys.executable, "-m", tool, f"--workdir={missing}", *args[tool]],
                             capture_output=True, text=True,
                             env={**os.environ, "JAX_PLATFORMS": "cpu"})

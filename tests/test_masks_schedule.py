@@ -112,7 +112,7 @@ def test_orthogonality_penalty_matches_a_direct_mean_of_cosines():
 
 def test_learning_rates_per_phase_decay_freeze_and_masks():
     from dnc_jax.configs import default
-    from dnc_jax import optim
+    from dnc_jax.training import optim
 
     c = default.get_config()
     c.optim.lr_decay_every = 30

@@ -10,7 +10,8 @@ import optax
 import pytest
 import torch
 
-from dnc_jax import defaults, optim
+from dnc_jax import defaults
+from dnc_jax.training import optim
 from dnc_jax.errors import ConfigError
 
 RATES = {"backbone": 1e-2, "head": 2e-2, "masks": 5e-3}

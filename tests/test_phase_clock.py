@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from dnc_jax import phase_clock
+from dnc_jax.training import phase_clock
 
 
 class FakeTime:

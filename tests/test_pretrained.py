@@ -127,7 +127,7 @@ def test_default_config_names_the_torchvision_weights():
 
 @needs_torch
 def test_written_backbone_is_torchs_state_dict_again(tmp_path):
-    """`backbone_state_dict` (what `dnc_jax.backbone` writes) inverts the import: torch's own
+    """`backbone_state_dict` (what `dnc-jax backbone` writes) inverts the import: torch's own
     tensors, key for key and bit for bit, so torch loads it with strict=True (bar fc)."""
     torch_model = randomised(TorchResNet(TorchBasic, [1, 1, 1, 1], 1, width=8), seed=2)
     path = str(tmp_path / "w.safetensors")

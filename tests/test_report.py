@@ -192,7 +192,7 @@ def reported(tmp_path_factory):
 
 
 def _embedded_test_split(workdir):
-    from dnc_jax import restore
+    from dnc_jax.inference import restore
     from dnc_jax.data import sources
 
     trained = restore.load_trained(workdir)

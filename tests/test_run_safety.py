@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from dnc_jax import errors, run_guard, train
-from dnc_jax import trainer as trainer_lib
+from dnc_jax import errors
+from dnc_jax.training import run_guard, train
+from dnc_jax.training import trainer as trainer_lib
 from tests.helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -20,7 +20,7 @@ import pytest
 import torch
 from sklearn.datasets import load_sample_images
 
-from dnc_jax import optim, steps
+from dnc_jax.training import optim, steps
 from dnc_jax.divide import masks as masks_lib
 from dnc_jax.divide import schedule
 from dnc_jax.losses import make_loss

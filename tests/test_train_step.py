@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnc_jax import optim, parallel, steps
+from dnc_jax.training import optim, steps
+from dnc_jax import parallel
 from dnc_jax.divide import masks as masks_lib
 from dnc_jax.divide import schedule
 from dnc_jax.losses import make_loss

@@ -212,7 +212,7 @@ def test_drop_path_drops_whole_residual_branches_in_training_only():
 def test_vit_demo_trains_from_scratch_above_the_untrained_network(tmp_path):
     """configs/demo_vit.py itself, cut to its first two epochs (the K=1 warm-up): Recall@1 on
     the unseen glyph classes rises well above the untrained network's."""
-    from dnc_jax import train
+    from dnc_jax.training import train
     from dnc_jax.configs import demo_vit
 
     config = demo_vit.get_config()
@@ -233,7 +233,8 @@ def test_vit_run_resumes_exactly_and_exports_to_onnx(tmp_path):
     onnxruntime gives the embeddings of the trained model."""
     import onnxruntime as ort
 
-    from dnc_jax import export, restore, train
+    from dnc_jax.inference import export, restore
+    from dnc_jax.training import train
     from dnc_jax.configs import demo_vit
     from tests.helpers import tiny_config
 

@@ -1,12 +1,12 @@
 """The demo fine-tuned from a pretrained backbone, as the papers fine-tune ImageNet weights.
 
 The network of configs/demo.py starts from a backbone pretrained on a disjoint glyph corpus
-(configs/pretrain_glyphs.py, then `python -m dnc_jax.backbone`): no K=1 warm-up (the papers
+(configs/pretrain_glyphs.py, then `dnc-jax backbone`): no K=1 warm-up (the papers
 cluster the pretrained features at epoch 0), BatchNorm statistics kept from pretraining (as the
 papers freeze them), fewer epochs and a smaller rate than from scratch.
 
     python -m dnc_jax.main --config=configs/pretrain_glyphs.py --workdir=runs/pretrain
-    python -m dnc_jax.backbone --workdir=runs/pretrain --out=runs/pretrained/model.safetensors
+    dnc-jax backbone --workdir=runs/pretrain --out=runs/pretrained/model.safetensors
     python -m dnc_jax.main --config=configs/demo_finetune.py --workdir=runs/finetune
 
 The rates and batch are those the sweep of BENCHMARKS.md ("Accuracy from a pretrained start")

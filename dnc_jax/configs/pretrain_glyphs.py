@@ -6,7 +6,7 @@ look-alike of a target character (dnc_jax/data/sources/glyph_classes.py); half i
 the other half measure retrieval of their blocks. The network is the demos' (configs/demo.py), so
 
     python -m dnc_jax.main --config=configs/pretrain_glyphs.py --workdir=runs/pretrain
-    python -m dnc_jax.backbone --workdir=runs/pretrain --out=runs/pretrained/model.safetensors
+    dnc-jax backbone --workdir=runs/pretrain --out=runs/pretrained/model.safetensors
 
 gives the file that configs/demo_finetune.py fine-tunes (model.pretrained).
 """

@@ -5,6 +5,6 @@
     views/     how views are cut: crops and eval views (host workers or on the device)
     sampling/  which images make each batch: the epoch's plan per learner
 
-`dnc_jax/feed.py` joins them for training: the sampler's plan, the views of its rows, placed
-on the devices.
+`feed.py` joins them: the sampler's plan (training) or every row in order (an embedding pass),
+the views of those rows, placed on the devices.
 """

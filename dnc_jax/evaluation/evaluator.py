@@ -1,5 +1,5 @@
 """The evaluator of a run: which protocol scores it, on which held-out splits, under which
-metric names. Training, `python -m dnc_jax.evaluate` and the run's summary all ask it.
+metric names. Training, `dnc-jax evaluate` and the run's summary all ask it.
 
     evaluator = Evaluator(config, split_names=datasets)           # during training
     result = evaluator(lambda image_set: embed(image_set), datasets)

@@ -3,7 +3,7 @@
 Everything else is as configs/cvpr/sop.py, which sets every recipe key. The official code
 evaluates the 2,400-id test list leave-one-out after every epoch; the README expects R@1 of
 about 91.54 there. Set --config.data.root to the VehicleID_V1.0 folder (image/ and
-train_test_split/); `python -m dnc_jax.evaluate` reports the 800/1,600/2,400 lists afterwards.
+train_test_split/); `dnc-jax evaluate` reports the 800/1,600/2,400 lists afterwards.
 """
 from configs.cvpr import sop
 

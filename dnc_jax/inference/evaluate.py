@@ -1,6 +1,6 @@
 """Re-evaluate a trained run with its data set's full protocol and print a table.
 
-    python -m dnc_jax.evaluate --workdir=runs/sop-... [--nmi] [--nmi_seeds=10]
+    dnc-jax evaluate --workdir=runs/sop-... [--nmi] [--nmi_seeds=10]
 
 Reads WORKDIR/config.json, loads the held-out splits only, restores the network of the newest
 readable checkpoint, embeds with the eval transform and runs the data set's protocol
@@ -8,7 +8,7 @@ readable checkpoint, embeds with the eval transform and runs the data set's prot
 gallery, VehicleID's three lists both ways, ...), with MAP@R, R-precision and the PAMI code's
 mARP; `--nmi` adds NMI. Writes WORKDIR/evaluation.json. `--set=key=value` overrides a scalar of
 the run's config, e.g. `--set=data.root=/new/place` when the data moved. Nothing of training is
-imported: the network alone is read from the checkpoint (`dnc_jax.restore`).
+imported: the network alone is read from the checkpoint (`dnc_jax.inference.restore`).
 
 `--report` also writes an HTML retrieval report (`dnc_jax.evaluation.report`) to --report_dir
 (default WORKDIR/report/): the worst queries with their top --report_top_k neighbours framed
@@ -45,7 +45,8 @@ def evaluate_run(workdir: str, nmi: bool = False, nmi_seeds: int = 1, overrides=
                  report_dir: str | None = None, report_options=None):
     """(ProtocolResult, {'epoch', 'complete'}) of the newest checkpoint of `workdir`; with
     `report_dir`, also writes the retrieval report there (meta['report']: its page)."""
-    from dnc_jax import parallel, restore
+    from dnc_jax import parallel
+    from dnc_jax.inference import restore
     from dnc_jax.data import sources
     from dnc_jax.evaluation.evaluator import Evaluator
 

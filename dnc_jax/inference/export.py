@@ -1,6 +1,6 @@
 """A trained run's evaluation embedder as an ONNX model: eval view in, embedding out.
 
-    python -m dnc_jax.export --workdir=runs/sop --out=model.onnx [--batch_size=N]
+    dnc-jax export --workdir=runs/sop --out=model.onnx [--batch_size=N]
 
 Input `views`: uint8 [N, S, S, 3], NHWC, RGB, S = the run's `augment.image_size`. The image is
 cut on the host first, exactly as evaluation cuts it (`data.host_views.eval_view`, torchvision's
@@ -189,7 +189,7 @@ def embedder_function(trained):
     """
     import jax.numpy as jnp
 
-    from dnc_jax import embedding
+    from dnc_jax.inference import embedding
     from dnc_jax.models.embedder import make_embedder
 
     model = make_embedder(trained.config.model, jnp.float32)
@@ -257,7 +257,7 @@ def export_onnx(workdir: str, out_path: str, batch_size=None) -> dict:
     RestoreError (one line) for a folder that is not a run or has no checkpoint, and
     ExporterMissing without jax2onnx.
     """
-    from dnc_jax.restore import load_trained
+    from dnc_jax.inference.restore import load_trained
 
     to_onnx, onnx = _exporter()
     if batch_size is not None and batch_size < 1:

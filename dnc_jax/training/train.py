@@ -25,11 +25,11 @@ from dnc_jax import compile_cache
 from dnc_jax import config_checks
 from dnc_jax import defaults
 from dnc_jax import logs
-from dnc_jax import optim
+from dnc_jax.training import optim
 from dnc_jax import parallel
-from dnc_jax import plots
-from dnc_jax import reporting
-from dnc_jax import run_guard
+from dnc_jax.training import plots
+from dnc_jax.training import reporting
+from dnc_jax.training import run_guard
 from dnc_jax.data import sampling, sources
 from dnc_jax.data.sampling import sampler as sampler_lib
 from dnc_jax.data.views import augment
@@ -39,7 +39,7 @@ from dnc_jax.evaluation.evaluator import HEADLINE
 from dnc_jax.losses import PROXY_LOSSES, make_loss
 from dnc_jax.models import pretrained
 from dnc_jax.models.embedder import check_model_config, compute_dtype
-from dnc_jax.trainer import Trainer, steps_per_call
+from dnc_jax.training.trainer import Trainer, steps_per_call
 
 
 def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) -> dict:

@@ -1,9 +1,9 @@
 """The nearest indexed images to a query image, by the trained run's evaluation embedding.
 
-    python -m dnc_jax.search --workdir=runs/sop --index=emb.npy --query=photo.jpg --top=10 \
+    dnc-jax search --workdir=runs/sop --index=emb.npy --query=photo.jpg --top=10 \
         [--sheet=hits.png]
 
-`--index` is what `python -m dnc_jax.embed` wrote with the same workdir (emb.npy and
+`--index` is what `dnc-jax embed` wrote with the same workdir (emb.npy and
 emb.paths.txt beside it). The query is decoded and embedded exactly as the indexed images were
 (the cache's decoder, the run's eval transform), so an indexed image finds itself at distance 0.
 Prints rank, Euclidean distance and path of the `--top` nearest (the evaluation embedding is the
@@ -57,11 +57,11 @@ class SearchResult(NamedTuple):
 
 
 def _define_flags():
-    # Defined only when run as a program, so this module imports next to `dnc_jax.embed`
+    # Defined only when run as a program, so this module imports next to `dnc_jax.inference.embed`
     # (which also defines --workdir).
     flags.DEFINE_string("workdir", None, "Training run folder (config.json, checkpoints/), "
                         "the one the index was embedded with.")
-    flags.DEFINE_string("index", None, "Embeddings .npy written by `python -m dnc_jax.embed` "
+    flags.DEFINE_string("index", None, "Embeddings .npy written by `dnc-jax embed` "
                         "(its .paths.txt beside it).")
     flags.DEFINE_string("query", None, "The query image file.")
     flags.DEFINE_integer("top", 10, "How many nearest images to list.", lower_bound=1)
@@ -70,12 +70,12 @@ def _define_flags():
 
 
 def load_index(index_path: str) -> tuple[np.ndarray, list[str]]:
-    """(embeddings [N, d] memory-mapped, N paths) of an index written by `dnc_jax.embed`."""
-    from dnc_jax.embed import paths_file
+    """(embeddings [N, d] memory-mapped, N paths) of an index written by `dnc-jax embed`."""
+    from dnc_jax.inference.embed import paths_file
 
     if not os.path.isfile(index_path):
         raise DataError(f"index not found: {index_path} does not exist (write it with "
-                        f"python -m dnc_jax.embed)")
+                        f"dnc-jax embed)")
     embeddings = np.load(index_path, mmap_mode="r")
     names = paths_file(index_path)
     if not os.path.isfile(names):
@@ -84,7 +84,7 @@ def load_index(index_path: str) -> tuple[np.ndarray, list[str]]:
         paths = [line.rstrip("\n") for line in f if line.strip()]
     if embeddings.ndim != 2 or len(paths) != len(embeddings):
         raise DataError(f"{index_path} holds {embeddings.shape} embeddings but {names} lists "
-                        f"{len(paths)} paths: not a pair written by python -m dnc_jax.embed")
+                        f"{len(paths)} paths: not a pair written by dnc-jax embed")
     return embeddings, paths
 
 
@@ -125,7 +125,7 @@ def search(workdir: str, index_path: str, query_path: str, top: int = 10,
     """Embeds the query with the run in `workdir`, ranks the index; draws `sheet` if given."""
     import jax
 
-    from dnc_jax.restore import load_trained
+    from dnc_jax.inference.restore import load_trained
 
     index, paths = load_index(index_path)
     # One image: the smallest batch the devices accept, not the run's eval batch of hundreds.

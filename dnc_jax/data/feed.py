@@ -5,8 +5,8 @@ Two kinds of image storage reach the device differently:
 - arrays of rows (the rendered glyphs, any uint8 [N, S, S, 3] array, with or without original
   sizes): the rows are gathered and the device computes the views (`augment.py`);
 - image files (`EncodedImages`, the image cache): the host decodes and cuts the views at the
-  images' own resolution (`data/views/host_views.py`), in worker processes a few batches ahead, and
-  the device only flips and normalises them.
+  images' own resolution (`views/host_views.py`), in worker processes a few batches ahead,
+  and the device only flips and normalises them.
 
 Either way each process gathers or computes only the rows of its own devices, and a batch is a
 dict of global arrays sharded on the leading axis. Train crops are a pure function of

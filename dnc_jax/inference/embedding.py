@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnc_jax import defaults
-from dnc_jax import feed
+from dnc_jax.data import feed
 from dnc_jax import logs
 from dnc_jax import parallel
 from dnc_jax.data.views import augment, view_cache

@@ -1,5 +1,5 @@
 """The pure, jittable train step: one step serving every learner (the embedding step, shared
-with inference, is `dnc_jax.embedding.make_embed_step`).
+with inference, is `dnc_jax.inference.embedding.make_embed_step`).
 
 Learner ids, masks, K and the validity of each slot are *data*, so K changing, reclustering, mask
 growth, switching to the full embedding and moving examples between learners never retrace the step
@@ -57,7 +57,7 @@ def make_train_step(model, optimizer, loss_fn, aug_config):
     `batch` holds `labels`, `learners` [B] int32, `valid` [B] and either uint8 `images`
     [B, S, S, 3] rows (+ `sizes` [B, 2], their original height and width, when the rows are
     resized copies), cropped here, or uint8 `views` [B, out, out, 3], the crops already cut on
-    the host from image files (`dnc_jax.feed`), only flipped and normalised here.
+    the host from image files (`dnc_jax.data.feed`), only flipped and normalised here.
     """
 
     normalization = defaults.filled(aug_config, "augment").normalization

@@ -1,6 +1,6 @@
 """Embed image files with a trained run: the evaluation embedding of its newest checkpoint.
 
-    python -m dnc_jax.embed --workdir=runs/sop --images=photos/ --out=emb.npy [--batch_size=N]
+    dnc-jax embed --workdir=runs/sop --images=photos/ --out=emb.npy [--batch_size=N]
 
 `--images` is a folder (every image file under it, recursively, in sorted path order), a text
 file with one image path per line, or a CSV whose first column is the image path (a header row
@@ -15,7 +15,7 @@ images' own resolution, `host_views`) and the network on the device. Writes
     emb.npy          float32 [N, d], row i the evaluation embedding of path i
     emb.paths.txt    the N absolute image paths, one per line, in the same order
 
-and prints N and d. `python -m dnc_jax.search` queries such an index.
+and prints N and d. `dnc-jax search` queries such an index.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _define_flags():
                         "WORKDIR/embed_cache).")
     flags.DEFINE_integer("workers", None, "Decoding processes (default: one per CPU core).")
     flags.DEFINE_bool("usearch", False, "Also write X.usearch, an HNSW index of the rows "
-                      "(dnc_jax.vector_index; needs usearch).")
+                      "(dnc_jax.inference.vector_index; needs usearch).")
     flags.mark_flag_as_required("images")
 
 
@@ -114,10 +114,10 @@ def embed_files(workdir: str, files: list[str], out: str, batch_size=None, cache
     """
     import numpy as np
 
-    from dnc_jax.restore import load_trained
+    from dnc_jax.inference.restore import load_trained
 
     if usearch:
-        from dnc_jax import vector_index
+        from dnc_jax.inference import vector_index
 
         vector_index.require_usearch()
     trained = load_trained(workdir, batch_size)
@@ -135,7 +135,7 @@ def embed_files(workdir: str, files: list[str], out: str, batch_size=None, cache
     os.replace(paths_file(partial), paths_file(out))
     os.replace(partial, out)
     if usearch:
-        from dnc_jax import vector_index
+        from dnc_jax.inference import vector_index
 
         vector_index.write_usearch(embeddings, vector_index.index_path(out))
     return embeddings, trained
@@ -151,7 +151,7 @@ def main():
     print(f"embedded {n} images, d={d} (checkpoint step {trained.embed_fn.step}, epoch "
           f"{trained.embed_fn.epoch}) -> {out}, paths in {paths_file(out)}", flush=True)
     if FLAGS.usearch:
-        from dnc_jax import vector_index
+        from dnc_jax.inference import vector_index
 
         print(f"HNSW index (usearch, squared L2, keys = rows): {vector_index.index_path(out)}")
 

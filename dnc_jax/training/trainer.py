@@ -14,13 +14,13 @@ import time
 import jax
 import numpy as np
 
-from dnc_jax import embedding
-from dnc_jax import feed
+from dnc_jax.inference import embedding
+from dnc_jax.data import feed
 from dnc_jax import logs
-from dnc_jax import optim
+from dnc_jax.training import optim
 from dnc_jax import parallel
-from dnc_jax import phase_clock
-from dnc_jax import steps
+from dnc_jax.training import phase_clock
+from dnc_jax.training import steps
 from dnc_jax.divide import masks as masks_lib
 from dnc_jax.divide import recluster
 from dnc_jax.errors import ConfigError, NonFiniteLoss
@@ -56,7 +56,7 @@ class Trainer:
         self.multi_step = (jax.jit(steps.make_multi_step(step), donate_argnums=(0,),
                                    out_shardings=(replicated, replicated))
                            if self.steps_per_call > 1 else None)
-        # Image files: worker processes cut the views on the host (dnc_jax.feed), for the
+        # Image files: worker processes cut the views on the host (dnc_jax.data.feed), for the
         # training batches and the embedding passes alike.
         self.loader = feed.view_loader(config) if feed.host_cut(self.train_set.images) else None
         self.embedding = embedding.EmbeddingPass(self.model, config, mesh, loader=self.loader,

@@ -1,6 +1,6 @@
 """Loading a trained run for use: `load_trained(workdir)`, shared by `embed` and `search`.
 
-    from dnc_jax.restore import load_trained
+    from dnc_jax.inference.restore import load_trained
     config, model, model_params, batch_stats, slices, embed_fn = load_trained("runs/sop")
     embeddings = embed_fn(images)   # float32 [N, d], the evaluation embedding of an
                                     # EncodedImages (image files) or of uint8 rows
@@ -14,7 +14,7 @@ set (number of images, of classes), which a user of the model need not have.
 `slices` are those of the checkpoint's epoch (`schedule.phase` -> `masks.phase_arrays`), so the
 embedding is the one that epoch's evaluation scored: the separately L2-normalised learner
 blocks, concatenated (norm sqrt(number of blocks)). Nothing of training is imported: using a
-model needs only its config, its network and the embedding pass (`dnc_jax.embedding`).
+model needs only its config, its network and the embedding pass (`dnc_jax.inference.embedding`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import numpy as np
 from dnc_jax import checkpoint as checkpoint_lib
 from dnc_jax import compile_cache
 from dnc_jax import defaults
-from dnc_jax import embedding
+from dnc_jax.inference import embedding
 from dnc_jax import parallel
 from dnc_jax.divide import masks as masks_lib
 from dnc_jax.divide import schedule
@@ -96,7 +96,7 @@ class EmbedFn:
     array) whose eval view the device computes, `sizes` int32 [N, 2] their original (height,
     width) or None when the rows are the originals. `embed_views(views)` embeds eval views
     already cut (uint8 [N, out, out, 3]). The embedding pass is training's own
-    (`dnc_jax.embedding.EmbeddingPass`). Carries the provenance of the weights: `step`,
+    (`dnc_jax.inference.embedding.EmbeddingPass`). Carries the provenance of the weights: `step`,
     `epoch`, `complete` (whether at an epoch's end) and `checkpoint_dir`.
     """
 

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from dnc_jax import logs
-from dnc_jax import phase_clock
+from dnc_jax.training import phase_clock
 from dnc_jax.evaluation.evaluator import HEADLINE, metrics_of
 
 

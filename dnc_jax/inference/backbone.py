@@ -1,7 +1,7 @@
 """A trained run's backbone as a weight file that `model.pretrained` reads: the pretraining half
 of "train on one corpus, fine-tune on another", as the papers start from ImageNet weights.
 
-    python -m dnc_jax.backbone --workdir=runs/pretrain --out=runs/pretrained/model.safetensors
+    dnc-jax backbone --workdir=runs/pretrain --out=runs/pretrained/model.safetensors
     python -m dnc_jax.main --config=configs/demo_finetune.py \\
         --config.model.pretrained=runs/pretrained/model.safetensors
 
@@ -57,7 +57,7 @@ def export_backbone(workdir: str, out_path: str) -> dict:
 
     from dnc_jax.data.views import augment
     from dnc_jax.models import pretrained, vit
-    from dnc_jax.restore import load_trained
+    from dnc_jax.inference.restore import load_trained
 
     if not out_path.endswith(".safetensors"):
         raise BackboneExportError(f"--out={out_path}: the file must end in .safetensors")

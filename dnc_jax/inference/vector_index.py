@@ -1,6 +1,6 @@
 """An approximate-nearest-neighbour index of embeddings, for collections too large to scan.
 
-    python -m dnc_jax.embed --workdir=RUN --images=photos/ --out=emb.npy --usearch
+    dnc-jax embed --workdir=RUN --images=photos/ --out=emb.npy --usearch
     # emb.npy, emb.paths.txt, and emb.usearch: an HNSW graph over the rows of emb.npy
 
     from usearch.index import Index
@@ -9,7 +9,7 @@
 
 The index is usearch's (a maintained single-file HNSW library; `pip install "dnc-jax[index]"`),
 metric squared Euclidean as the evaluation ranks, keys the row numbers of the `.npy`, vectors
-float32. `dnc_jax.search` stays the exact scan; this file is for serving elsewhere.
+float32. `dnc_jax.inference.search` stays the exact scan; this file is for serving elsewhere.
 """
 from __future__ import annotations
 
