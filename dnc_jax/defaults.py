@@ -104,11 +104,15 @@ def get_config():
     config.model.name = "resnet50"   # resnet18 | resnet34 | resnet50 | resnet101 | resnet_tiny
                                      # | vit_s16 | vit_b16 | vit_<ti|s|b|l><patch> (timm's
                                      # ViT layout) | vit_micro (tests, CPU demo)
+                                     # | convnext_tiny | convnext_small | convnext_base (timm's
+                                     # ConvNeXt layout) | convnext_micro (tests)
     config.model.width = 64          # channels of the first stage (torchvision: 64)
     config.model.stem = "imagenet"   # 'imagenet' (7x7/2 + max-pool) | 'small' (3x3/1, tiny images)
     config.model.bn_frozen = True    # BN statistics frozen, scale/bias trained (official code)
     config.model.pooling = "avg"     # 'avg' | 'max' global pooling; ViT also 'token' (the
-                                     # class token); ViT 'avg'/'max' pool the patch tokens
+                                     # class token); ViT 'avg'/'max' pool the patch tokens;
+                                     # ViT 'fc_norm': patch mean then a LayerNorm, no final
+                                     # norm (timm's global_pool='avg' checkpoints)
     config.model.dropout = 0.01      # dropout after pooling (official code)
     config.model.embedding_dim = 128  # d, the embedding size (CVPR 128, PAMI 512)
     config.model.head_init = "cvpr"  # 'cvpr' (xavier_normal per learner block) | 'pt_default'
@@ -120,6 +124,12 @@ def get_config():
     config.model.vit.act = "gelu"      # MLP activation: 'gelu' (exact) | 'quick_gelu' (OpenAI CLIP)
     config.model.vit.norm_eps = 1e-6   # LayerNorm epsilon (timm's ViTs 1e-6, CLIP 1e-5)
     config.model.vit.drop_path = 0.0   # stochastic depth rate of the last block (linear in depth)
+    config.model.vit.layer_scale = False  # LayerScale ls1/ls2 in the blocks (DINOv2, DeiT-III)
+    config.model.vit.reg_tokens = 0    # register tokens after the class token (timm's *_reg4_*: 4)
+    config.model.vit.no_embed_class = False  # position embeddings for the patches only, none
+                                       # for the class/register tokens (timm's reg4 DINOv2: True)
+    config.model.vit.projection = 0    # CLIP's output projection (timm's `head`, e.g. 512 for
+                                       # ViT-B/16) after pooling, as the pooled feature; 0: none
 
     config.loss = ml_collections.ConfigDict()
     config.loss.name = "margin"       # base loss each learner applies to its cluster: margin |
@@ -271,6 +281,10 @@ ADDED_KEYS = {
     "divide.freeze_epochs": 0,
     "checkpoint.every_steps": 0,
     "checkpoint.keep_best_on_test": False,
+    "model.vit.layer_scale": False,
+    "model.vit.reg_tokens": 0,
+    "model.vit.no_embed_class": False,
+    "model.vit.projection": 0,
 }
 
 

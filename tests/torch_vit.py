@@ -2,7 +2,8 @@
 
 timm itself needs torchvision, whose PyPI wheels link CUDA libraries that the CPU torch of the
 test machines lacks, so the reference is this replica of timm's `VisionTransformer` (class token,
-learned position embeddings, optional pre-norm, pre-norm blocks, final norm), written from its
+learned position embeddings, optional pre-norm, pre-norm blocks, final norm; LayerScale,
+register tokens, fc_norm and CLIP's projection on request), written from its
 definition with an explicit softmax(q k^T / sqrt(d)) v attention. `load_state_dict(strict=True)`
 makes it refuse any key that timm's model would not have.
 """
@@ -40,17 +41,28 @@ class _Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class _LayerScale(nn.Module):
+    def __init__(self, width, init_values=1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(init_values * torch.ones(width))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
 class _Block(nn.Module):
-    def __init__(self, width, heads, act, eps):
+    def __init__(self, width, heads, act, eps, layer_scale=False):
         super().__init__()
         self.norm1 = nn.LayerNorm(width, eps=eps)
         self.attn = _Attention(width, heads)
+        self.ls1 = _LayerScale(width) if layer_scale else nn.Identity()
         self.norm2 = nn.LayerNorm(width, eps=eps)
         self.mlp = _Mlp(width, 4 * width, act)
+        self.ls2 = _LayerScale(width) if layer_scale else nn.Identity()
 
     def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.ls1(self.attn(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
 
 
 def _quick_gelu(x):
@@ -58,25 +70,55 @@ def _quick_gelu(x):
 
 
 class TorchViT(nn.Module):
+    """`layer_scale`: timm's init_values (ls1/ls2 gammas); `reg_tokens`, `no_embed_class`: as
+    timm's; `global_pool`: 'token' or 'avg' (with `fc_norm`: timm's default for 'avg', the
+    final norm then an Identity and a LayerNorm after pooling); `projection`: CLIP's output
+    projection as timm's `head` Linear."""
+
     def __init__(self, patch, width, depth, heads, image_size, pre_norm=False, act="gelu",
-                 eps=1e-6):
+                 eps=1e-6, layer_scale=False, reg_tokens=0, no_embed_class=False,
+                 global_pool="token", fc_norm=False, projection=0):
         super().__init__()
         grid = image_size // patch
+        self.num_prefix_tokens = 1 + reg_tokens
+        self.no_embed_class = no_embed_class
+        self.global_pool = global_pool
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv2d(3, width, patch, patch, bias=not pre_norm)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, width))
+        self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, width)) if reg_tokens else None
+        embed_len = grid * grid if no_embed_class else self.num_prefix_tokens + grid * grid
+        self.pos_embed = nn.Parameter(torch.zeros(1, embed_len, width))
         self.norm_pre = nn.LayerNorm(width, eps=eps) if pre_norm else nn.Identity()
         activation = _quick_gelu if act == "quick_gelu" else nn.GELU()
-        self.blocks = nn.Sequential(*[_Block(width, heads, activation, eps)
+        self.blocks = nn.Sequential(*[_Block(width, heads, activation, eps, layer_scale)
                                       for _ in range(depth)])
-        self.norm = nn.LayerNorm(width, eps=eps)
+        self.norm = nn.Identity() if fc_norm else nn.LayerNorm(width, eps=eps)
+        self.fc_norm = nn.LayerNorm(width, eps=eps) if fc_norm else nn.Identity()
+        self.head = nn.Linear(width, projection) if projection else nn.Identity()
+
+    def _pos_embed(self, x):
+        """timm's VisionTransformer._pos_embed."""
+        to_cat = [self.cls_token.expand(x.shape[0], -1, -1)]
+        if self.reg_token is not None:
+            to_cat.append(self.reg_token.expand(x.shape[0], -1, -1))
+        if self.no_embed_class:
+            return torch.cat(to_cat + [x + self.pos_embed], dim=1)
+        return torch.cat(to_cat + [x], dim=1) + self.pos_embed
 
     def forward_features(self, images_nchw):
-        """Every token after the final norm, [B, 1 + N, D], as timm's forward_features."""
+        """Every token after the final norm, [B, prefix + N, D], as timm's forward_features."""
         x = self.patch_embed.proj(images_nchw).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-        return self.norm(self.blocks(self.norm_pre(x)))
+        return self.norm(self.blocks(self.norm_pre(self._pos_embed(x))))
+
+    def forward_head(self, tokens):
+        """The pooled feature, as timm's forward_head(pre_logits=True), then `head` when it is a
+        projection (CLIP's, which timm imports as the classifier)."""
+        if self.global_pool == "avg":
+            pooled = tokens[:, self.num_prefix_tokens:].mean(dim=1)
+        else:
+            pooled = tokens[:, 0]
+        return self.head(self.fc_norm(pooled))
 
 
 def random_state_dict(model: nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:

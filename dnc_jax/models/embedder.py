@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from dnc_jax import defaults
-from dnc_jax.models import resnet, vit
+from dnc_jax.models import convnext, resnet, vit
 from dnc_jax.normalize import l2_normalize
 from dnc_jax.errors import ConfigError
 
@@ -50,7 +50,10 @@ class Embedder(nn.Module):
 
 def pool(outputs, pooling: str):
     """[B, D] from a ResNet's feature map [B, H, W, D] (global average or max) or a ViT's tokens
-    [B, 1 + N, D] ('token': the class token; 'avg' / 'max' over the patch tokens)."""
+    [B, 1 + N, D] ('token': the class token; 'avg' / 'max' over the patch tokens); a [B, D]
+    the backbone pooled itself (a ViT with fc_norm or a projection) as it is."""
+    if outputs.ndim == 2:
+        return outputs
     if outputs.ndim == 3 and pooling == "token":
         return outputs[:, 0]
     spatial = (1, 2) if outputs.ndim == 4 else 1
@@ -64,7 +67,7 @@ def pool(outputs, pooling: str):
                       f"got {pooling!r}")
 
 
-_POOLINGS = {False: ("avg", "max"), True: ("token", "avg", "max")}
+_POOLINGS = {False: ("avg", "max"), True: ("token", "avg", "max", "fc_norm")}
 
 
 def _uniform(bound):
@@ -93,6 +96,10 @@ def check_model_config(model_config, image_size: int | None = None) -> None:
         vit.make_vit(name, defaults.filled(model_config, "model").vit)
         if image_size is not None:
             vit.check_crop(name, image_size)
+    elif convnext.is_convnext(name):
+        convnext.architecture(name)
+        if image_size is not None:
+            convnext.check_crop(name, image_size)
     else:
         resnet.make_resnet(name)
     choices = {"stem": ("imagenet", "small"), "pooling": _POOLINGS[vit.is_vit(name)],
@@ -107,7 +114,9 @@ def make_embedder(model_config, dtype=jnp.float32) -> Embedder:
     """Builds the network from the `model` section of a config."""
     if vit.is_vit(model_config.name):
         backbone = vit.make_vit(model_config.name, defaults.filled(model_config, "model").vit,
-                                dtype=dtype)
+                                dtype=dtype, pooling=model_config.pooling)
+    elif convnext.is_convnext(model_config.name):  # pools itself: timm's norm follows the pool
+        backbone = convnext.make_convnext(model_config.name, model_config.pooling, dtype=dtype)
     else:
         backbone = resnet.make_resnet(
             model_config.name,

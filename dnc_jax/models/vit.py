@@ -5,11 +5,18 @@ The module tree mirrors timm's names (`patch_embed/proj`, `cls_token`, `pos_embe
 and the final `norm`), so that timm's checkpoints (DINO, CLIP, ImageNet-21k, ...) import by
 name (`dnc_jax.models.vit_import`). Blocks are pre-norm: x + attn(norm1(x)), x + mlp(norm2(x)).
 
+timm's variants built on request (`model.vit.*`): LayerScale (`blocks_{i}/ls1/gamma`, `ls2`:
+DINOv2, DeiT-III), register tokens (`reg_token`, after the class token, with or without
+position embeddings for the prefix tokens: `no_embed_class`), timm's global_pool='avg' with
+`fc_norm` (model.pooling='fc_norm') and CLIP's output projection (`head`).
+
 The backbone returns every token after the final norm, [B, 1 + N, D] with the class token
-first; pooling (class token, mean or max of the patch tokens) belongs to the embedder, as the
-ResNet's global pooling does. The position embeddings are sized from the input at `init`
-(1 + (crop / patch)^2 rows), so a checkpoint made at another resolution is resampled when it
-is imported, not here.
+first and the register tokens dropped; pooling (class token, mean or max of the patch tokens)
+belongs to the embedder, as the ResNet's global pooling does, except where the backbone has
+parameters after it (fc_norm, a projection): then the backbone pools and returns [B, D]. The
+position embeddings are sized from the input at `init` (1 + R + (crop / patch)^2 rows, the
+patches' alone with `no_embed_class`), so a checkpoint made at another resolution is
+resampled when it is imported, not here.
 
 Parameters stay float32; `dtype` is the compute dtype (bfloat16 on accelerators). The
 attention softmax and the LayerNorm statistics are computed in float32 whatever `dtype` is.
@@ -141,19 +148,36 @@ class DropPath(nn.Module):
         return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+class LayerScale(nn.Module):
+    """timm's LayerScale (CaiT; DINOv2, DeiT-III): a learned per-channel factor `gamma` on a
+    residual branch, initialised to `init_values`."""
+
+    init_values: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        gamma = self.param("gamma", nn.initializers.constant(self.init_values), (x.shape[-1],))
+        return x * gamma.astype(x.dtype)
+
+
 class Block(nn.Module):
     num_heads: int
     mlp_hidden: int
     act: str
     norm: Any
     drop_path: float = 0.0
+    layer_scale: bool = False  # timm's init_values: ls1/ls2 on the two branches
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         y = Attention(self.num_heads, self.dtype, name="attn")(self.norm(name="norm1")(x))
+        if self.layer_scale:
+            y = LayerScale(name="ls1")(y)
         x = x + DropPath(self.drop_path)(y, train)
         y = Mlp(self.mlp_hidden, self.act, self.dtype, name="mlp")(self.norm(name="norm2")(x))
+        if self.layer_scale:
+            y = LayerScale(name="ls2")(y)
         return x + DropPath(self.drop_path)(y, train)
 
 
@@ -175,14 +199,26 @@ class PatchEmbed(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """Returns the tokens [B, 1 + N, D] after the final norm, class token first."""
+    """Returns the tokens [B, 1 + N, D] after the final norm, class token first (register
+    tokens are dropped); with `pool` set the pooled vector [B, D] instead ([B, projection]
+    with a projection)."""
 
     arch: ViTArchitecture
     pre_norm: bool = False     # CLIP: a LayerNorm (`norm_pre`) before the blocks
     act: str = "gelu"
     norm_eps: float = 1e-6     # timm's ViTs 1e-6; CLIP's 1e-5
     drop_path: float = 0.0     # stochastic depth of the last block; linear from 0 over depth
+    layer_scale: bool = False  # DINOv2, DeiT-III: LayerScale (`ls1`, `ls2`) in every block
+    reg_tokens: int = 0        # register tokens (`reg_token` [1, R, D]) after the class token
+    no_embed_class: bool = False  # position embeddings for the patches only (timm's reg4 ViTs)
+    pool: str | None = None    # pooling in the backbone: 'token' | 'avg' | 'max' | 'fc_norm'
+                               # (timm's global_pool='avg' + fc_norm); None: the tokens
+    projection: int = 0        # CLIP: a Linear (`head`) from the pooled vector to this size
     dtype: Any = jnp.float32
+
+    @property
+    def prefix_tokens(self) -> int:
+        return 1 + self.reg_tokens
 
     @nn.compact
     def __call__(self, images, train: bool = False):
@@ -192,32 +228,82 @@ class VisionTransformer(nn.Module):
         # timm drops the patch-embedding bias when a pre-norm follows it (CLIP).
         x = PatchEmbed(arch.patch_size, arch.width, use_bias=not self.pre_norm,
                        dtype=self.dtype, name="patch_embed")(images)
+        batch = x.shape[0]
         cls_token = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, arch.width))
-        pos_embed = self.param("pos_embed", _dense_init, (1, 1 + x.shape[1], arch.width))
-        cls = jnp.broadcast_to(cls_token, (x.shape[0], 1, arch.width)).astype(x.dtype)
-        x = jnp.concatenate([cls, x], axis=1) + pos_embed.astype(x.dtype)
+        prefix = [jnp.broadcast_to(cls_token, (batch, 1, arch.width)).astype(x.dtype)]
+        if self.reg_tokens:
+            reg_token = self.param("reg_token", nn.initializers.normal(1e-6),
+                                   (1, self.reg_tokens, arch.width))
+            prefix.append(jnp.broadcast_to(reg_token, (batch, self.reg_tokens, arch.width))
+                          .astype(x.dtype))
+        # timm's _pos_embed: with no_embed_class the patches alone get position embeddings,
+        # the class and register tokens are concatenated after; else all tokens get them.
+        rows = x.shape[1] if self.no_embed_class else self.prefix_tokens + x.shape[1]
+        pos_embed = self.param("pos_embed", _dense_init, (1, rows, arch.width))
+        if self.no_embed_class:
+            x = jnp.concatenate(prefix + [x + pos_embed.astype(x.dtype)], axis=1)
+        else:
+            x = jnp.concatenate(prefix + [x], axis=1) + pos_embed.astype(x.dtype)
         if self.pre_norm:
             x = norm(name="norm_pre")(x)
         rates = np.linspace(0.0, self.drop_path, arch.depth)
         for i in range(arch.depth):
             x = Block(arch.num_heads, int(arch.width * arch.mlp_ratio), self.act, norm,
-                      float(rates[i]), self.dtype, name=f"blocks_{i}")(x, train)
-        return norm(name="norm")(x)
+                      float(rates[i]), self.layer_scale, self.dtype, name=f"blocks_{i}")(x, train)
+        if self.pool == "fc_norm":
+            # timm's global_pool='avg' with fc_norm: no final norm on the tokens; the mean of
+            # the patch tokens (class and register tokens left out), then `fc_norm`.
+            pooled = norm(name="fc_norm")(jnp.mean(x[:, self.prefix_tokens:], axis=1))
+        else:
+            x = norm(name="norm")(x)
+            if self.reg_tokens:  # registers are kept out of every pooling
+                x = jnp.concatenate([x[:, :1], x[:, self.prefix_tokens:]], axis=1)
+            if self.pool is None:
+                return x
+            pooled = (x[:, 0] if self.pool == "token" else
+                      jnp.mean(x[:, 1:], axis=1) if self.pool == "avg" else
+                      jnp.max(x[:, 1:], axis=1))
+        if self.projection:
+            # CLIP's output projection as timm imports it: `head`, bias zero in OpenAI's.
+            pooled = nn.Dense(self.projection, dtype=self.dtype, kernel_init=_dense_init,
+                              name="head")(pooled)
+        return pooled
 
 
-def make_vit(name: str, vit_config, dtype=jnp.float32) -> VisionTransformer:
-    """The ViT `name` with the `model.vit` options (pre_norm, act, norm_eps, drop_path)."""
+BACKBONE_POOLINGS = ("fc_norm",)  # model.pooling values the ViT itself applies
+
+
+def make_vit(name: str, vit_config, dtype=jnp.float32,
+             pooling: str | None = None) -> VisionTransformer:
+    """The ViT `name` with the `model.vit` options (pre_norm, act, norm_eps, drop_path,
+    layer_scale, reg_tokens, no_embed_class, projection); `pooling`, model.pooling, applied in
+    the backbone when the backbone needs it (BACKBONE_POOLINGS, or before a projection)."""
     if vit_config.act not in _ACTIVATIONS:
         raise ConfigError(f"model.vit.act must be one of {sorted(_ACTIVATIONS)}, got "
                           f"{vit_config.act!r}")
     drop_path = float(vit_config.drop_path)
     if not 0.0 <= drop_path < 1.0:
         raise ConfigError(f"model.vit.drop_path must be in [0, 1), got {drop_path}")
+    reg_tokens = vit_config.reg_tokens
+    if isinstance(reg_tokens, bool) or not isinstance(reg_tokens, int) or reg_tokens < 0:
+        raise ConfigError(f"model.vit.reg_tokens must be an integer >= 0, got {reg_tokens!r}")
+    projection = vit_config.projection
+    if isinstance(projection, bool) or not isinstance(projection, int) or projection < 0:
+        raise ConfigError(f"model.vit.projection must be an integer >= 0 (0: none), got "
+                          f"{projection!r}")
+    if projection and pooling not in (None, "token", "avg", "max", "fc_norm"):
+        raise ConfigError(f"model.pooling must be one of ['token', 'avg', 'max', 'fc_norm'] "
+                          f"with model.vit.projection, got {pooling!r}")
     return VisionTransformer(
         arch=architecture(name),
         pre_norm=bool(vit_config.pre_norm),
         act=vit_config.act,
         norm_eps=float(vit_config.norm_eps),
         drop_path=drop_path,
+        layer_scale=bool(vit_config.layer_scale),
+        reg_tokens=reg_tokens,
+        no_embed_class=bool(vit_config.no_embed_class),
+        pool=pooling if pooling in BACKBONE_POOLINGS or (projection and pooling) else None,
+        projection=projection,
         dtype=dtype,
     )

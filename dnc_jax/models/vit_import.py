@@ -4,12 +4,15 @@ The state dict is read as for the ResNet (`pretrained.read_state_dict`: safetens
 or a Hugging Face hub id such as `timm/vit_small_patch16_224.dino`). timm layout -> ours:
 `blocks.{i}.attn.qkv.weight` [out, in] -> `blocks_{i}/attn/qkv/kernel` [in, out];
 `patch_embed.proj.weight` [D, 3, p, p] -> `patch_embed/proj/kernel` [p, p, 3, D]; LayerNorm
-`weight`/`bias` -> `scale`/`bias`; `cls_token`, `pos_embed` as they are. The classifier
-`head.*` is not used.
+`weight`/`bias` -> `scale`/`bias`; `cls_token`, `reg_token`, `pos_embed` and LayerScale's
+`blocks.{i}.ls1.gamma`/`ls2.gamma` as they are; `fc_norm.*` with model.pooling=fc_norm. The
+classifier `head.*` is not used, except as CLIP's output projection (model.vit.projection).
 
 A checkpoint made at another resolution has a position-embedding grid of another size: it is
 resampled to the model's grid as timm does when it loads such a checkpoint (bicubic with
-torch's antialiasing, the class token's row kept), see `resample_pos_embed`.
+torch's antialiasing, the class and register tokens' rows kept), see `resample_pos_embed`;
+DINOv2's 518 px grid of 37 x 37 becomes 16 x 16 for a 224 px crop of 14 px patches.
+SwiGLU MLPs, QK-norm and SigLIP's attention pooling are refused with their names.
 """
 from __future__ import annotations
 
@@ -24,11 +27,32 @@ from dnc_jax.models import pretrained
 _IGNORED_PREFIXES = ("head.",)
 # Keys of timm ViT variants this layout does not build, and what to say about them.
 _UNSUPPORTED = {
-    "fc_norm.": "a norm after pooling (timm's global_pool='avg' checkpoints)",
-    ".ls1.": "LayerScale (DINOv2, DeiT-III)",
-    "reg_token": "register tokens",
     "attn.q_norm.": "QK-norm",
+    "mlp.fc1_g.": "SwiGLU MLPs",
+    "attn_pool.": "attention pooling (SigLIP's MAP head)",
 }
+# Keys of timm ViT options this layout builds when the config asks: (marker of the option's
+# keys, the key the option adds first, the config when the file has such keys, the config when
+# it lacks the first).
+_OPTIONS = (
+    ("norm_pre.weight", "norm_pre.weight",
+     "the checkpoint has a pre-norm (CLIP): set model.vit.pre_norm=True",
+     "the checkpoint has no pre-norm: set model.vit.pre_norm=False"),
+    (".ls1.gamma", "blocks.0.ls1.gamma",
+     "the checkpoint has LayerScale (DINOv2, DeiT-III): set "
+     "model.vit.layer_scale=True", "the checkpoint has no LayerScale: set "
+     "model.vit.layer_scale=False"),
+    ("reg_token", "reg_token",
+     "the checkpoint has register tokens: set model.vit.reg_tokens to their count "
+     "(reg_token's second dimension) and, for timm's reg4 ViTs, model.vit.no_embed_class=True",
+     "the checkpoint has no register tokens: set model.vit.reg_tokens=0"),
+    ("fc_norm.weight", "fc_norm.weight",
+     "the checkpoint pools the patch tokens into a norm (timm's global_pool='avg' with "
+     "fc_norm): set model.pooling=fc_norm",
+     "the checkpoint has no fc_norm: set model.pooling to token, avg or max"),
+    (None, "head.weight", None,  # `head.*` is never unknown: ignored without a projection
+     "the checkpoint has no projection (head.weight): set model.vit.projection=0"),
+)
 
 
 # -- position embeddings --------------------------------------------------------------------
@@ -77,7 +101,8 @@ def timm_key(flax_path: tuple[str, ...]) -> str:
         parts += m.split("_", 1) if m.startswith("blocks_") else [m]
     if not modules:  # cls_token, pos_embed
         return leaf
-    return ".".join(parts + [{"kernel": "weight", "scale": "weight", "bias": "bias"}[leaf]])
+    return ".".join(parts + [{"kernel": "weight", "scale": "weight", "bias": "bias",
+                              "gamma": "gamma"}[leaf]])
 
 
 def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
@@ -90,10 +115,11 @@ def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
 
 def _hints(unknown, missing) -> list[str]:
     hints = []
-    if "norm_pre.weight" in unknown:
-        hints.append("the checkpoint has a pre-norm (CLIP): set model.vit.pre_norm=True")
-    if "norm_pre.weight" in missing:
-        hints.append("the checkpoint has no pre-norm: set model.vit.pre_norm=False")
+    for marker, first, when_present, when_absent in _OPTIONS:
+        if marker and any(marker in k for k in unknown):
+            hints.append(when_present)
+        if first in missing:
+            hints.append(when_absent)
     for marker, what in _UNSUPPORTED.items():
         if any(marker in k for k in unknown):
             hints.append(f"{what} is not built by this library's ViT")
@@ -115,9 +141,19 @@ def load_vit_backbone(state_dict: dict[str, np.ndarray], backbone_params):
 def _convert(key, value, path, shape):
     value = _to_flax(value, path[-1])
     if key == "pos_embed" and value.shape != shape and value.shape[2:] == shape[2:]:
-        side = math.isqrt(shape[1] - 1)
-        value = resample_pos_embed(value, (side, side))
+        side, prefix = prefix_rows(shape[1])
+        if math.isqrt(value.shape[1] - prefix) ** 2 == value.shape[1] - prefix:
+            value = resample_pos_embed(value, (side, side), prefix)
     return value
+
+
+def prefix_rows(rows: int) -> tuple[int, int]:
+    """(grid side, prefix rows) of a position embedding with `rows` rows: the grid is the
+    largest square that fits, the rest are the class and register tokens' rows (none with
+    timm's no_embed_class). Unambiguous while the prefix is at most twice the grid side (a
+    5 x 5 grid takes up to 10 prefix tokens)."""
+    side = math.isqrt(rows)
+    return side, rows - side * side
 
 
 def _torch_shape(shape, leaf):
