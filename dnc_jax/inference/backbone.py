@@ -56,7 +56,7 @@ def export_backbone(workdir: str, out_path: str) -> dict:
     from safetensors.numpy import save_file
 
     from dnc_jax.data.views import augment
-    from dnc_jax.models import pretrained, vit
+    from dnc_jax.models import convnext, convnext_import, pretrained, vit
     from dnc_jax.inference.restore import load_trained
 
     if not out_path.endswith(".safetensors"):
@@ -69,8 +69,11 @@ def export_backbone(workdir: str, out_path: str) -> dict:
         raise BackboneExportError(
             f"{workdir}: model.name={config.model.name} is a ViT; only ResNet backbones can be "
             f"written back (timm's ViT layout is read, not written)")
-    tensors = pretrained.backbone_state_dict(trained.model_params["backbone"],
-                                             trained.batch_stats["backbone"])
+    if convnext.is_convnext(config.model.name):  # timm's layout, read back by model.pretrained
+        tensors = convnext_import.backbone_state_dict(trained.model_params["backbone"])
+    else:
+        tensors = pretrained.backbone_state_dict(trained.model_params["backbone"],
+                                                 trained.batch_stats["backbone"])
     mean, std = augment.normalization_constants(config.augment.normalization)
     description = {
         "architecture": config.model.name,

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from dnc_jax.models import head as head_lib
-from dnc_jax.models import pretrained, vit, vit_import
+from dnc_jax.models import convnext, convnext_import, pretrained, vit, vit_import
 
 
 def initial_variables(model, model_config, num_learners: int, rng, image_size: int):
@@ -22,6 +22,9 @@ def initial_variables(model, model_config, num_learners: int, rng, image_size: i
         state_dict = pretrained.read_state_dict(model_config.pretrained)
         if vit.is_vit(model_config.name):  # no batch statistics
             params["backbone"] = vit_import.load_vit_backbone(state_dict, params["backbone"])
+        elif convnext.is_convnext(model_config.name):  # no batch statistics either
+            params["backbone"] = convnext_import.load_convnext_backbone(state_dict,
+                                                                        params["backbone"])
         else:
             params["backbone"], batch_stats["backbone"] = pretrained.load_backbone(
                 state_dict, params["backbone"], batch_stats["backbone"])
