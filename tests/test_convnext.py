@@ -14,45 +14,24 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from PIL import Image
-from sklearn.datasets import load_sample_images
 
-from dnc_jax.data.views import augment
 from dnc_jax.errors import ConfigError
 from dnc_jax.losses.contrastive import contrastive_loss
 from dnc_jax.models import convnext, convnext_import, pretrained
 from dnc_jax.models.embedder import check_model_config, make_embedder
 from dnc_jax.models.variables import initial_variables
 from dnc_jax.normalize import l2_normalize
+from tests.backbone_parity import sample_photos, save_safetensors
 from tests.torch_optional import needs_torch, torch
 
 if torch is not None:
     from tests.torch_convnext import TorchConvNeXt, random_state_dict
 
 
-def _photos(side: int) -> np.ndarray:
-    """float32 [2, side, side, 3]: the two sample photographs, center square, normalised."""
-    views = []
-    for photo in load_sample_images().images:
-        h, w = photo.shape[:2]
-        s = min(h, w)
-        top, left = (h - s) // 2, (w - s) // 2
-        square = Image.fromarray(photo[top:top + s, left:left + s])
-        views.append(np.asarray(square.resize((side, side), Image.BILINEAR), np.float32))
-    return np.asarray(augment.normalize(jnp.asarray(np.stack(views)), "imagenet"))
-
-
 def _model_config(name, pooling="avg", pretrained_path=""):
     return ml_collections.ConfigDict(dict(
         name=name, width=64, stem="imagenet", bn_frozen=True, pooling=pooling, dropout=0.0,
         embedding_dim=16, head_init="pt_default", pretrained=pretrained_path))
-
-
-def _save(state_dict, path):
-    from safetensors.numpy import save_file
-
-    save_file({k: v.numpy().copy() for k, v in state_dict.items()}, str(path))
-    return str(path)
 
 
 def _pooled(config, side, images):
@@ -77,8 +56,8 @@ def test_convnext_imports_timm_weights_and_matches_torch(tmp_path, name, side):
     reference.load_state_dict(state, strict=True)
     state["head.fc.weight"] = torch.zeros(1000, arch.dims[-1])  # the classifier: not imported
     state["head.fc.bias"] = torch.zeros(1000)
-    path = _save(state, tmp_path / f"{name}.safetensors")
-    images = _photos(side)
+    path = save_safetensors(state, tmp_path / f"{name}.safetensors")
+    images = sample_photos(side)
 
     start = time.perf_counter()
     if name == "convnext_micro":  # the whole path: config, embedder, initial_variables
@@ -115,7 +94,7 @@ def test_keys_that_do_not_fit_are_listed(tmp_path):
     state["stages.0.blocks.0.mlp.grn.weight"] = torch.ones(64)
     del state["stages.3.blocks.0.mlp.fc2.bias"]
     state["stages.1.downsample.1.weight"] = torch.zeros(32, 16, 3, 3)
-    path = _save(state, tmp_path / "bad.safetensors")
+    path = save_safetensors(state, tmp_path / "bad.safetensors")
     config = _model_config("convnext_micro", pretrained_path=path)
     with pytest.raises(pretrained.WeightImportError) as err:
         initial_variables(make_embedder(config), config, 1, jax.random.key(0), 32)
@@ -164,7 +143,7 @@ def test_bfloat16_compute_keeps_float32_parameters_and_features():
     model = make_embedder(config, jnp.bfloat16)
     params, stats = initial_variables(model, config, 1, jax.random.key(0), 32)
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
-    images = jnp.asarray(_photos(32))
+    images = jnp.asarray(sample_photos(32))
     out = model.apply({"params": params, "batch_stats": stats}, images)
     assert out["pooled"].dtype == jnp.float32 and out["embedding"].dtype == jnp.float32
     exact = make_embedder(config, jnp.float32).apply({"params": params, "batch_stats": stats},
@@ -179,7 +158,7 @@ def test_convnext_micro_trains_from_scratch():
     model = convnext.make_convnext("convnext_micro", drop_path=0.1)
     embedder = make_embedder(config).clone(backbone=model)
     params, _ = initial_variables(embedder, config, 1, jax.random.key(0), 32)
-    photos = _photos(48)
+    photos = sample_photos(48)
     rng = np.random.default_rng(0)
     crops, labels = [], []
     for label in range(2):
@@ -230,7 +209,7 @@ def test_convnext_backbone_converts_to_onnx():
     from jax2onnx import to_onnx
 
     model = convnext.make_convnext("convnext_micro")
-    images = _photos(32)
+    images = sample_photos(32)
     variables = model.init(jax.random.key(0), jnp.asarray(images))
     # Layer scales of 0.3, not 1e-6, so that every block shows in the output.
     variables = jax.tree_util.tree_map_with_path(

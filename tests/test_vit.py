@@ -11,30 +11,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from PIL import Image
-from sklearn.datasets import load_sample_images
 
-from dnc_jax.data.views import augment
 from dnc_jax.errors import ConfigError
 from dnc_jax.models import pretrained, vit, vit_import
 from dnc_jax.models.embedder import check_model_config, make_embedder, pool
 from dnc_jax.models.variables import initial_variables
+from tests.backbone_parity import backbone_and_pooled, sample_photos, save_safetensors
 from tests.torch_optional import needs_torch, torch
 
 if torch is not None:
     from tests.torch_vit import TorchViT, random_state_dict
-
-
-def _photos(side: int, normalization="imagenet") -> np.ndarray:
-    """float32 [2, side, side, 3]: the two sample photographs, center square, normalised."""
-    views = []
-    for photo in load_sample_images().images:
-        h, w = photo.shape[:2]
-        s = min(h, w)
-        top, left = (h - s) // 2, (w - s) // 2
-        square = Image.fromarray(photo[top:top + s, left:left + s])
-        views.append(np.asarray(square.resize((side, side), Image.BILINEAR), np.float32))
-    return np.asarray(augment.normalize(jnp.asarray(np.stack(views)), normalization))
 
 
 def _model_config(name, pooling="token", **vit_options):
@@ -42,22 +28,6 @@ def _model_config(name, pooling="token", **vit_options):
         name=name, width=64, stem="imagenet", bn_frozen=True, pooling=pooling, dropout=0.0,
         embedding_dim=16, head_init="pt_default", pretrained="",
         vit=dict(dict(pre_norm=False, act="gelu", norm_eps=1e-6, drop_path=0.0), **vit_options)))
-
-
-def _save(state_dict, path):
-    from safetensors.numpy import save_file
-
-    save_file({k: v.numpy().copy() for k, v in state_dict.items()}, str(path))
-    return str(path)
-
-
-def _tokens(config, path, side, images):
-    config.pretrained = path
-    model = make_embedder(config, jnp.float32)
-    params, stats = initial_variables(model, config, 1, jax.random.key(0), side)
-    backbone = model.backbone.apply({"params": params["backbone"]}, jnp.asarray(images))
-    pooled = model.apply({"params": params, "batch_stats": stats}, jnp.asarray(images))["pooled"]
-    return np.asarray(backbone), np.asarray(pooled)
 
 
 def _reference(torch_model, images):
@@ -72,17 +42,17 @@ def test_vit_s16_imports_timm_weights_and_matches_torch(tmp_path):
     state = random_state_dict(reference, seed=0)
     reference.load_state_dict(state, strict=True)
     state["head.weight"] = torch.zeros(1000, 384)  # the classifier is not imported
-    path = _save(state, tmp_path / "vit_s16.safetensors")
-    images = _photos(224)
+    path = save_safetensors(state, tmp_path / "vit_s16.safetensors")
+    images = sample_photos(224)
 
     want = _reference(reference, images)
-    tokens, pooled = _tokens(_model_config("vit_s16", "token"), path, 224, images)
+    tokens, pooled = backbone_and_pooled(_model_config("vit_s16", "token"), path, 224, images)
     assert want.std() > 0.1  # the comparison is not between near-zero vectors
     diff = np.abs(tokens - want).max()
     print(f"vit_s16 224 px: max abs token difference {diff:.2e}, std {want.std():.3f}")
     assert diff < 1e-4
     assert np.abs(pooled - want[:, 0]).max() < 1e-4
-    _, pooled_avg = _tokens(_model_config("vit_s16", "avg"), path, 224, images)
+    _, pooled_avg = backbone_and_pooled(_model_config("vit_s16", "avg"), path, 224, images)
     assert np.abs(pooled_avg - want[:, 1:].mean(1)).max() < 1e-4
 
 
@@ -92,7 +62,7 @@ def test_position_embeddings_are_resampled_to_another_crop_as_timm_does(tmp_path
     antialiased bicubic (timm's resample_abs_pos_embed), the class token's row kept."""
     source = TorchViT(16, 384, 12, 6, 224)
     state = random_state_dict(source, seed=1)
-    path = _save(state, tmp_path / "vit_s16_224.safetensors")
+    path = save_safetensors(state, tmp_path / "vit_s16_224.safetensors")
     patches = state["pos_embed"][:, 1:].reshape(1, 14, 14, 384).permute(0, 3, 1, 2)
     resized = torch.nn.functional.interpolate(patches, size=(10, 10), mode="bicubic",
                                               antialias=True, align_corners=False)
@@ -100,10 +70,10 @@ def test_position_embeddings_are_resampled_to_another_crop_as_timm_does(tmp_path
         [state["pos_embed"][:, :1], resized.permute(0, 2, 3, 1).reshape(1, 100, 384)], 1))
     reference = TorchViT(16, 384, 12, 6, 160).eval()
     reference.load_state_dict(resampled, strict=True)
-    images = _photos(160)
+    images = sample_photos(160)
 
     want = _reference(reference, images)
-    tokens, _ = _tokens(_model_config("vit_s16"), path, 160, images)
+    tokens, _ = backbone_and_pooled(_model_config("vit_s16"), path, 160, images)
     diff = np.abs(tokens - want).max()
     print(f"vit_s16 224 -> 160 px: max abs token difference {diff:.2e}")
     assert diff < 1e-4
@@ -128,10 +98,10 @@ def test_clip_style_options_match_torch(tmp_path):
     reference = TorchViT(4, 64, 4, 4, 32, pre_norm=True, act="quick_gelu", eps=1e-5).eval()
     state = random_state_dict(reference, seed=2)
     reference.load_state_dict(state, strict=True)
-    path = _save(state, tmp_path / "clip_micro.safetensors")
-    images = _photos(32, "clip")
+    path = save_safetensors(state, tmp_path / "clip_micro.safetensors")
+    images = sample_photos(32, "clip")
     config = _model_config("vit_micro", pre_norm=True, act="quick_gelu", norm_eps=1e-5)
-    tokens, _ = _tokens(config, path, 32, images)
+    tokens, _ = backbone_and_pooled(config, path, 32, images)
     assert np.abs(tokens - _reference(reference, images)).max() < 1e-4
 
 
@@ -141,7 +111,7 @@ def test_keys_that_do_not_fit_are_listed_with_a_hint(tmp_path):
     state["blocks.0.ls1.gamma"] = torch.ones(64)
     del state["blocks.3.mlp.fc2.bias"]
     state["blocks.1.attn.qkv.weight"] = torch.zeros(96, 64)
-    path = _save(state, tmp_path / "bad.safetensors")
+    path = save_safetensors(state, tmp_path / "bad.safetensors")
     config = _model_config("vit_micro")
     config.pretrained = path
     with pytest.raises(pretrained.WeightImportError) as err:
@@ -156,7 +126,7 @@ def test_keys_that_do_not_fit_are_listed_with_a_hint(tmp_path):
 
 @needs_torch
 def test_normalization_the_checkpoint_expects_is_enforced(tmp_path):
-    path = _save(random_state_dict(TorchViT(4, 64, 1, 4, 32), seed=4), tmp_path / "w.safetensors")
+    path = save_safetensors(random_state_dict(TorchViT(4, 64, 1, 4, 32), seed=4), tmp_path / "w.safetensors")
     pretrained.check_normalization(path, "clip")  # no config.json: nothing to check against
     # OpenAI CLIP's constants, as timm's pretrained_cfg writes them.
     mean, std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
@@ -199,7 +169,7 @@ def test_drop_path_drops_whole_residual_branches_in_training_only():
     config = _model_config("vit_micro", drop_path=0.5)
     model = make_embedder(config)
     params, stats = initial_variables(model, config, 1, jax.random.key(0), 32)
-    images = jnp.asarray(_photos(32))
+    images = jnp.asarray(sample_photos(32))
     variables = {"params": params, "batch_stats": stats}
     eval_a = model.apply(variables, images)["pooled"]
     eval_b = model.apply(variables, images)["pooled"]

@@ -8,36 +8,20 @@ tests/test_vit.py); tiny 32-64 px models on scikit-learn's sample photographs ke
 to a few seconds.
 """
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from PIL import Image
-from sklearn.datasets import load_sample_images
 
 from dnc_jax import defaults
 from dnc_jax.models import pretrained, vit, vit_import
 from dnc_jax.models.embedder import check_model_config, make_embedder
 from dnc_jax.models.variables import initial_variables
+from tests.backbone_parity import backbone_and_pooled, sample_photos, save_safetensors
 from tests.torch_optional import needs_torch, torch
 
 if torch is not None:
     from tests.torch_vit import TorchViT, random_state_dict
 
-_MEAN, _STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-
-
-def _photos(side: int) -> np.ndarray:
-    """float32 [2, side, side, 3]: the sample photographs' center squares, ImageNet-normalised."""
-    views = []
-    for photo in load_sample_images().images:
-        h, w = photo.shape[:2]
-        s = min(h, w)
-        top, left = (h - s) // 2, (w - s) // 2
-        square = Image.fromarray(photo[top:top + s, left:left + s]).resize((side, side),
-                                                                          Image.BILINEAR)
-        views.append((np.asarray(square, np.float64) / 255.0 - _MEAN) / _STD)
-    return np.stack(views).astype(np.float32)
 
 
 def _model_config(pooling="token", **vit_options):
@@ -45,23 +29,6 @@ def _model_config(pooling="token", **vit_options):
         name="vit_micro", width=64, stem="imagenet", bn_frozen=True, pooling=pooling,
         dropout=0.0, embedding_dim=16, head_init="pt_default", pretrained="",
         vit=dict(dict(pre_norm=False, act="gelu", norm_eps=1e-6, drop_path=0.0), **vit_options)))
-
-
-def _save(state_dict, path):
-    from safetensors.numpy import save_file
-
-    save_file({k: v.numpy().copy() for k, v in state_dict.items()}, str(path))
-    return str(path)
-
-
-def _ours(config, path, side, images):
-    """(backbone output, pooled feature) of our model with the weights at `path`."""
-    config.pretrained = path
-    model = make_embedder(config, jnp.float32)
-    params, stats = initial_variables(model, config, 1, jax.random.key(0), side)
-    backbone = model.backbone.apply({"params": params["backbone"]}, jnp.asarray(images))
-    pooled = model.apply({"params": params, "batch_stats": stats}, jnp.asarray(images))["pooled"]
-    return np.asarray(backbone), np.asarray(pooled)
 
 
 def _theirs(torch_model, images):
@@ -88,10 +55,10 @@ def test_layer_scale_matches_torch(tmp_path):
     reference = TorchViT(4, 64, 4, 4, 32, layer_scale=True).eval()
     state = _random_state(reference, seed=10)
     reference.load_state_dict(state, strict=True)
-    path = _save(state, tmp_path / "ls.safetensors")
-    images = _photos(32)
+    path = save_safetensors(state, tmp_path / "ls.safetensors")
+    images = sample_photos(32)
     want_tokens, want_pooled = _theirs(reference, images)
-    tokens, pooled = _ours(_model_config("token", layer_scale=True), path, 32, images)
+    tokens, pooled = backbone_and_pooled(_model_config("token", layer_scale=True), path, 32, images)
     diff = np.abs(pooled - want_pooled).max()
     print(f"LayerScale: pooled max abs difference {diff:.2e}, std {want_pooled.std():.3f}")
     assert want_pooled.std() > 0.1
@@ -116,17 +83,17 @@ def test_register_tokens_match_torch_and_stay_out_of_pooling(tmp_path, no_embed_
     reference.load_state_dict(state, strict=True)
     assert state["reg_token"].shape == (1, 4, 64)
     assert state["pos_embed"].shape[1] == 64 + (0 if no_embed_class else 5)
-    path = _save(state, tmp_path / "reg.safetensors")
-    images = _photos(32)
+    path = save_safetensors(state, tmp_path / "reg.safetensors")
+    images = sample_photos(32)
     want_tokens, want_pooled = _theirs(reference, images)
     without_registers = np.concatenate([want_tokens[:, :1], want_tokens[:, 5:]], 1)
     options = dict(layer_scale=True, reg_tokens=4, no_embed_class=no_embed_class)
-    tokens, pooled = _ours(_model_config("token", **options), path, 32, images)
+    tokens, pooled = backbone_and_pooled(_model_config("token", **options), path, 32, images)
     assert tokens.shape == (2, 1 + 64, 64)  # the registers are dropped from the output
     assert np.abs(tokens - without_registers).max() < 1e-4
     diff = np.abs(pooled - want_pooled).max()
     # timm's global_pool='avg' leaves every prefix token out: the patch tokens' mean.
-    _, pooled_avg = _ours(_model_config("avg", **options), path, 32, images)
+    _, pooled_avg = backbone_and_pooled(_model_config("avg", **options), path, 32, images)
     diff_avg = np.abs(pooled_avg - want_tokens[:, 5:].mean(1)).max()
     print(f"registers (no_embed_class={no_embed_class}): pooled max abs difference "
           f"token {diff:.2e}, avg {diff_avg:.2e}")
@@ -168,14 +135,14 @@ def test_checkpoint_grid_of_37_imports_at_a_16_grid_as_timm_does(tmp_path, reg_t
     source = TorchViT(4, 64, 4, 4, 148, **options)
     state = _random_state(source, seed=12)
     assert state["pos_embed"].shape[1] == 37 * 37 + (0 if no_embed_class else 1 + reg_tokens)
-    path = _save(state, tmp_path / "grid37.safetensors")
+    path = save_safetensors(state, tmp_path / "grid37.safetensors")
     prefix = 0 if no_embed_class else 1 + reg_tokens
     resampled = dict(state, pos_embed=_torch_resample(state["pos_embed"], (16, 16), prefix))
     reference = TorchViT(4, 64, 4, 4, 64, **options).eval()
     reference.load_state_dict(resampled, strict=True)
-    images = _photos(64)
+    images = sample_photos(64)
     _, want_pooled = _theirs(reference, images)
-    _, pooled = _ours(_model_config("token", **options), path, 64, images)
+    _, pooled = backbone_and_pooled(_model_config("token", **options), path, 64, images)
     diff = np.abs(pooled - want_pooled).max()
     print(f"37x37 -> 16x16 (registers {reg_tokens}): pooled max abs difference {diff:.2e}")
     assert diff < 1e-4
@@ -191,10 +158,10 @@ def test_fc_norm_pooling_matches_torch(tmp_path, reg_tokens):
     state = _random_state(reference, seed=13)
     reference.load_state_dict(state, strict=True)
     assert "fc_norm.weight" in state and "norm.weight" not in state
-    path = _save(state, tmp_path / "fc_norm.safetensors")
-    images = _photos(32)
+    path = save_safetensors(state, tmp_path / "fc_norm.safetensors")
+    images = sample_photos(32)
     _, want_pooled = _theirs(reference, images)
-    backbone, pooled = _ours(_model_config("fc_norm", **options), path, 32, images)
+    backbone, pooled = backbone_and_pooled(_model_config("fc_norm", **options), path, 32, images)
     assert backbone.shape == (2, 64)
     diff = np.abs(pooled - want_pooled).max()
     print(f"fc_norm (registers {reg_tokens}): pooled max abs difference {diff:.2e}")
@@ -211,18 +178,18 @@ def test_clip_projection_is_the_pooled_feature_and_matches_torch(tmp_path, pooli
     state = random_state_dict(reference, seed=15)
     state["head.bias"] = torch.zeros(24)
     reference.load_state_dict(state, strict=True)
-    path = _save(state, tmp_path / "clip.safetensors")
-    images = _photos(32)
+    path = save_safetensors(state, tmp_path / "clip.safetensors")
+    images = sample_photos(32)
     _, want_pooled = _theirs(reference, images)
     config = _model_config(pooling, pre_norm=True, act="quick_gelu", norm_eps=1e-5,
                            projection=24)
-    backbone, pooled = _ours(config, path, 32, images)
+    backbone, pooled = backbone_and_pooled(config, path, 32, images)
     assert backbone.shape == pooled.shape == (2, 24)
     diff = np.abs(pooled - want_pooled).max()
     print(f"CLIP projection ({pooling}): pooled max abs difference {diff:.2e}")
     assert want_pooled.std() > 0.1 and diff < 1e-4
     # Without the option the head is ignored, as before: the 64-d pooled token.
-    _, unprojected = _ours(_model_config(pooling, pre_norm=True, act="quick_gelu",
+    _, unprojected = backbone_and_pooled(_model_config(pooling, pre_norm=True, act="quick_gelu",
                                          norm_eps=1e-5), path, 32, images)
     assert unprojected.shape == (2, 64)
 
@@ -238,7 +205,7 @@ def test_clip_projection_is_the_pooled_feature_and_matches_torch(tmp_path, pooli
 def test_variant_keys_that_do_not_fit_name_the_option(tmp_path, torch_options, config_options,
                                                       hint):
     state = random_state_dict(TorchViT(4, 64, 4, 4, 32, **torch_options), seed=14)
-    path = _save(state, tmp_path / "w.safetensors")
+    path = save_safetensors(state, tmp_path / "w.safetensors")
     config = _model_config(**config_options)
     config.name, config.pretrained = "vit_micro", path
     with pytest.raises(pretrained.WeightImportError, match=hint):
