@@ -85,15 +85,19 @@ class Board:
     """TensorBoard event files (tensorboardX) of the per-epoch numbers, under WORKDIR/tensorboard."""
 
     def __init__(self, workdir: str):
+        self.directory = os.path.join(workdir, "tensorboard")
         self.writer = None
-        if is_main_process():
-            from tensorboardX import SummaryWriter
-
-            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, record: dict) -> None:
-        if self.writer is None:
+        if not is_main_process():
             return
+        if self.writer is None:
+            # Made at the first record: on Python >= 3.12 a writer never written to (a run that
+            # stops or fails before its first record) makes tensorboardX's own close at exit
+            # fail ("can't create new thread at interpreter shutdown").
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(self.directory)
         epoch = record.get("epoch", -1)
         for key, value in record.items():
             if key == "epoch" or isinstance(value, bool):

@@ -38,7 +38,9 @@ class RecordingRows:
         self.rows_read = 0
 
     def __getitem__(self, rows):
-        self.rows_read += np.atleast_1d(rows).size
+        # A run of consecutive rows comes as a slice (parallel._take reads it in place).
+        self.rows_read += (len(range(*rows.indices(len(self.array)))) if isinstance(rows, slice)
+                           else np.atleast_1d(rows).size)
         return self.array[rows]
 
 
