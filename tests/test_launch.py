@@ -20,9 +20,11 @@ MAIN = ["-m", "dnc_jax.main"]
 
 
 def _clean_env(**overrides):
+    # PYTHON too: the launchers' choice of interpreter, which `make test-newest` (CI's second
+    # leg) sets for its own build and make passes on to the tests' environment.
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SLURM_", "DRY_RUN", "PYTHONPATH", "PROJECT", "REMOTE_DIR",
-                                "DNC_JAX_REPO", "MAX_REQUEUES"))}
+                                "DNC_JAX_REPO", "MAX_REQUEUES")) and k != "PYTHON"}
     env.update(overrides)
     return env
 
