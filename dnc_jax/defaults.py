@@ -112,7 +112,8 @@ def get_config():
     config.model.pooling = "avg"     # 'avg' | 'max' global pooling; ViT also 'token' (the
                                      # class token); ViT 'avg'/'max' pool the patch tokens;
                                      # ViT 'fc_norm': patch mean then a LayerNorm, no final
-                                     # norm (timm's global_pool='avg' checkpoints)
+                                     # norm (timm's global_pool='avg' checkpoints); ViT 'map':
+                                     # attention pooling by a learned query (SigLIP's head)
     config.model.dropout = 0.01      # dropout after pooling (official code)
     config.model.embedding_dim = 128  # d, the embedding size (CVPR 128, PAMI 512)
     config.model.head_init = "cvpr"  # 'cvpr' (xavier_normal per learner block) | 'pt_default'
@@ -121,7 +122,8 @@ def get_config():
     config.model.pretrained = "timm/resnet50.tv_in1k"
     config.model.vit = ml_collections.ConfigDict()  # ViT backbones only (model.name vit_*)
     config.model.vit.pre_norm = False  # LayerNorm on the tokens before the blocks (CLIP: True)
-    config.model.vit.act = "gelu"      # MLP activation: 'gelu' (exact) | 'quick_gelu' (OpenAI CLIP)
+    config.model.vit.act = "gelu"      # MLP activation: 'gelu' (exact) | 'quick_gelu' (OpenAI
+                                       # CLIP) | 'gelu_tanh' (tanh approximation) | 'silu'
     config.model.vit.norm_eps = 1e-6   # LayerNorm epsilon (timm's ViTs 1e-6, CLIP 1e-5)
     config.model.vit.drop_path = 0.0   # stochastic depth rate of the last block (linear in depth)
     config.model.vit.layer_scale = False  # LayerScale ls1/ls2 in the blocks (DINOv2, DeiT-III)
@@ -130,6 +132,15 @@ def get_config():
                                        # for the class/register tokens (timm's reg4 DINOv2: True)
     config.model.vit.projection = 0    # CLIP's output projection (timm's `head`, e.g. 512 for
                                        # ViT-B/16) after pooling, as the pooled feature; 0: none
+    config.model.vit.class_token = True  # a class token first (SigLIP: False; then pooling is
+                                       # 'avg', 'max', 'fc_norm' or 'map')
+    config.model.vit.mlp = "plain"     # block MLP: 'plain' (fc1, act, fc2) | 'swiglu' (timm's
+                                       # SwiGLUPacked: fc1 packs value and gate; DINOv2 giant)
+    config.model.vit.mlp_hidden = 0    # fc1's output width; 0: the size's own (4 x width;
+                                       # SwiGLU: DINOv2's 2 x round8(8/3 x width))
+    config.model.convnext = ml_collections.ConfigDict()  # ConvNeXt backbones only
+    config.model.convnext.drop_path = 0.0  # stochastic depth rate of the last block (linear in
+                                       # depth over all stages, as timm)
 
     config.loss = ml_collections.ConfigDict()
     config.loss.name = "margin"       # base loss each learner applies to its cluster: margin |
@@ -182,8 +193,9 @@ def get_config():
     config.optim.algorithm = "adam_coupled"  # 'adam_coupled': torch Adam, weight decay added to
                                    # the gradient (both papers) | 'adamw': decoupled decay,
                                    # lr x weight_decay x param a step (torch/optax AdamW)
-    config.optim.layer_decay = 1.0   # ViT layer-wise lr decay: block i of L trains at
-                                     # rate x layer_decay^(L - i), embeddings at ^L+1 (1.0: off)
+    config.optim.layer_decay = 1.0   # ViT/ConvNeXt layer-wise lr decay (timm's layer ids):
+                                     # block i of L trains at rate x layer_decay^(L - i),
+                                     # embeddings at ^L+1 (1.0: off)
     config.optim.warmup_steps = 0    # backbone and head rates ramp linearly from 0 over this
                                      # many optimiser steps (0: off)
     config.optim.trust_ratio = False   # LAMB's layer-wise trust ratio on the backbone and head:
@@ -285,6 +297,10 @@ ADDED_KEYS = {
     "model.vit.reg_tokens": 0,
     "model.vit.no_embed_class": False,
     "model.vit.projection": 0,
+    "model.vit.class_token": True,
+    "model.vit.mlp": "plain",
+    "model.vit.mlp_hidden": 0,
+    "model.convnext.drop_path": 0.0,
 }
 
 

@@ -3,6 +3,7 @@ state dict written as the safetensors file `model.pretrained` reads, and our mod
 with those weights (tests/test_vit.py, test_vit_variants.py, test_convnext.py)."""
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from PIL import Image
 from sklearn.datasets import load_sample_images
@@ -41,3 +42,11 @@ def backbone_and_pooled(model_config, path, side, images):
     backbone = model.backbone.apply({"params": params["backbone"]}, jnp.asarray(images))
     pooled = model.apply({"params": params, "batch_stats": stats}, jnp.asarray(images))["pooled"]
     return np.asarray(backbone), np.asarray(pooled)
+
+
+def vit_micro_config(pooling="token", **vit_options) -> ml_collections.ConfigDict:
+    """A `model` section for vit_micro with these `model.vit` options (the rest default)."""
+    return ml_collections.ConfigDict(dict(
+        name="vit_micro", width=64, stem="imagenet", bn_frozen=True, pooling=pooling,
+        dropout=0.0, embedding_dim=16, head_init="pt_default", pretrained="",
+        vit=dict(dict(pre_norm=False, act="gelu", norm_eps=1e-6, drop_path=0.0), **vit_options)))

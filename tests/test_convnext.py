@@ -7,6 +7,7 @@ mean/std, what the facebook ConvNeXt checkpoints expect.
 """
 import time
 
+import flax.linen as nn
 import flax.traverse_util
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 
+from dnc_jax import defaults
 from dnc_jax.errors import ConfigError
 from dnc_jax.losses.contrastive import contrastive_loss
 from dnc_jax.models import convnext, convnext_import, pretrained
@@ -235,3 +237,101 @@ def test_convnext_backbone_converts_to_onnx():
     want = np.asarray(fn(jnp.asarray(images)))
     assert want.std() > 0.1
     assert np.abs(got - want).max() < 1e-4
+
+
+# -- stochastic depth (`model.convnext.drop_path`) -------------------------------------------
+
+def _block_rates(model, side=32):
+    """{(stage, block): the drop path rate the Block is built with}, read while tracing
+    `model.init` (abstractly: no arrays are computed)."""
+    rates = {}
+
+    def record(next_fun, args, kwargs, context):
+        module = context.module
+        if isinstance(module, convnext.Block) and context.method_name == "__call__":
+            stage, block = module.path[-2:]
+            rates[int(stage.split("_")[1]), int(block.split("_")[1])] = module.drop_path
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, side, side, 3))))
+    return rates
+
+
+@pytest.mark.parametrize("name", ["convnext_micro", "convnext_tiny"])
+def test_drop_path_rate_per_block_is_timms(name):
+    rate = 0.3
+    depths = convnext.architecture(name).depths
+    got = _block_rates(convnext.make_convnext(name, drop_path=rate))
+    assert sorted(got) == [(s, b) for s, d in enumerate(depths) for b in range(d)]
+    # timm's ConvNeXt: `calculate_drop_path_rates(drop_path_rate, depths, stagewise=True)`, i.e.
+    # torch.linspace(0, rate, sum(depths)).split(depths): linear in the block's index over all
+    # stages, 0 for the first block and `rate` for the last.
+    total = sum(depths)
+    index = {key: i for i, key in enumerate(sorted(got))}
+    for key, value in got.items():
+        assert value == pytest.approx(rate * index[key] / (total - 1), abs=1e-12), key
+    if name == "convnext_micro":  # four blocks by hand: 0, rate/3, 2 rate/3, rate
+        assert [got[s, 0] for s in range(4)] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    if torch is not None:  # timm's own expression (float32 linspace, as timm computes it)
+        timm_rates = [x.tolist() for x in torch.linspace(0, rate, total).split(list(depths))]
+        for (s, b), value in got.items():
+            assert value == pytest.approx(timm_rates[s][b], abs=1e-7), (s, b)
+    assert set(_block_rates(convnext.make_convnext(name)).values()) == {0.0}
+
+
+def test_drop_path_is_active_in_training_only():
+    images = jnp.asarray(sample_photos(32))
+    model = convnext.make_convnext("convnext_micro", drop_path=0.5)
+    variables = model.init(jax.random.key(0), images)
+    # Layer scales of 0.3, not 1e-6, so that every block's branch shows in the output.
+    variables = jax.tree_util.tree_map_with_path(
+        lambda path, x: x + 0.3 if path[-1].key == "gamma" else x, variables)
+    inference = np.asarray(model.apply(variables, images))
+    for key in range(2):  # an rng given outside training changes nothing
+        np.testing.assert_array_equal(
+            model.apply(variables, images, train=False, rngs={"dropout": jax.random.key(key)}),
+            inference)
+    trained = [np.asarray(model.apply(variables, images, train=True,
+                                      rngs={"dropout": jax.random.key(key)}))
+               for key in range(4)]
+    for out in trained:  # dropped branches, or kept ones scaled by 1 / (1 - rate)
+        assert np.abs(out - inference).max() > 1e-3
+    assert max(np.abs(a - trained[0]).max() for a in trained[1:]) > 1e-3  # the rng matters
+    # Without stochastic depth, training mode computes what inference does.
+    plain = convnext.make_convnext("convnext_micro")
+    np.testing.assert_array_equal(
+        plain.apply(variables, images, train=True, rngs={"dropout": jax.random.key(0)}),
+        inference)
+
+
+def test_run_config_drop_path_reaches_the_network():
+    config = defaults.get_config()
+    config.model.update(name="convnext_micro", pretrained="")
+    config.model.convnext.drop_path = 0.25
+    check_model_config(config.model, image_size=32)
+    embedder = make_embedder(config.model)
+    assert embedder.backbone.drop_path == 0.25
+    rates = _block_rates(embedder)
+    assert max(rates.values()) == rates[3, 0] == 0.25 and rates[0, 0] == 0.0
+    # A model config from before the key: no stochastic depth.
+    assert make_embedder(_model_config("convnext_micro")).backbone.drop_path == 0.0
+
+
+@pytest.mark.parametrize("value, message", [
+    (1.0, r"model.convnext.drop_path must be in \[0, 1\), got 1.0"),
+    (-0.1, r"model.convnext.drop_path must be in \[0, 1\), got -0.1"),
+    (float("nan"), r"model.convnext.drop_path must be in \[0, 1\), got nan"),
+    ("0.1", r"model.convnext.drop_path must be a number in \[0, 1\), got '0.1' \(str\)"),
+    (None, r"model.convnext.drop_path must be a number in \[0, 1\), got None \(NoneType\)"),
+    (True, r"model.convnext.drop_path must be a number in \[0, 1\), got True \(bool\)"),
+])
+def test_bad_drop_path_names_the_config_key(value, message):
+    model_config = _model_config("convnext_micro")
+    model_config.convnext = ml_collections.ConfigDict({"drop_path": value})
+    for build in (lambda: check_model_config(model_config),
+                  lambda: make_embedder(model_config),
+                  lambda: convnext.make_convnext("convnext_micro", drop_path=value)):
+        with pytest.raises(ConfigError, match=message) as error:
+            build()
+        assert "\n" not in str(error.value)

@@ -91,6 +91,19 @@ def test_unknown_missing_and_misshaped_keys_are_listed(tmp_path):
     assert "conv1.weight: file (8, 3, 5, 5), model expects (8, 3, 7, 7)" in message
 
 
+def test_a_long_key_listing_is_cut_with_its_count():
+    """A checkpoint of another depth misses hundreds of keys: the first few and the count."""
+    wanted = {f"blocks.{i}.w": ((f"blocks_{i}", "kernel"), (2,)) for i in range(40)}
+    state = {f"blocks.{i}.w": np.zeros(2, np.float32) for i in range(2)}
+    with pytest.raises(pretrained.WeightImportError) as err:
+        pretrained.map_tensors(state, wanted, set(state), lambda k, v, p, s: v,
+                               lambda shape, path: shape)
+    message = str(err.value)
+    assert "missing keys ['blocks.10.w', 'blocks.11.w'," in message  # sorted as text
+    assert "... (38 in all)]" in message and "blocks.9.w" not in message
+    assert len(message) < 300
+
+
 def test_offline_hub_id_without_cache_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))

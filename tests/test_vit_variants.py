@@ -8,7 +8,6 @@ tests/test_vit.py); tiny 32-64 px models on scikit-learn's sample photographs ke
 to a few seconds.
 """
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
@@ -16,7 +15,8 @@ from dnc_jax import defaults
 from dnc_jax.models import pretrained, vit, vit_import
 from dnc_jax.models.embedder import check_model_config, make_embedder
 from dnc_jax.models.variables import initial_variables
-from tests.backbone_parity import backbone_and_pooled, sample_photos, save_safetensors
+from tests.backbone_parity import (backbone_and_pooled, sample_photos, save_safetensors,
+                                   vit_micro_config)
 from tests.torch_optional import needs_torch, torch
 
 if torch is not None:
@@ -24,11 +24,7 @@ if torch is not None:
 
 
 
-def _model_config(pooling="token", **vit_options):
-    return ml_collections.ConfigDict(dict(
-        name="vit_micro", width=64, stem="imagenet", bn_frozen=True, pooling=pooling,
-        dropout=0.0, embedding_dim=16, head_init="pt_default", pretrained="",
-        vit=dict(dict(pre_norm=False, act="gelu", norm_eps=1e-6, drop_path=0.0), **vit_options)))
+_model_config = vit_micro_config
 
 
 def _theirs(torch_model, images):

@@ -5,13 +5,14 @@ of "train on one corpus, fine-tune on another", as the papers start from ImageNe
     python -m dnc_jax.main --config=configs/demo_finetune.py \\
         --config.model.pretrained=runs/pretrained/model.safetensors
 
-Writes the newest checkpoint's backbone (convolutions, BatchNorm scale/bias and running
-statistics; not the embedding head, not the loss's proxies) as a torchvision-layout state dict
-in safetensors, the format of the ImageNet weights the configs load, and beside it timm's
-`config.json` (architecture, mean/std of `augment.normalization`, source run and epoch): a
-fine-tuning run then refuses another normalisation, as it does for timm's files. A ResNet
-trained here loads into torchvision's ResNet of the same depth and width with `strict=True`.
-ResNets only: writing timm's ViT layout back is not built.
+Writes the newest checkpoint's backbone (not the embedding head, not the loss's proxies) in
+safetensors, in the layout its weights are read from: a ResNet as torchvision's state dict
+(convolutions, BatchNorm scale/bias and running statistics), a ViT or a ConvNeXt as timm's.
+Beside it goes timm's `config.json` (architecture, mean/std of `augment.normalization`, the
+`model.vit` options a ViT needs to be rebuilt, source run and epoch): a fine-tuning run then
+refuses another normalisation, as it does for timm's files. A ResNet trained here loads into
+torchvision's ResNet of the same depth and width with `strict=True`, a ViT or ConvNeXt into
+timm's model of the same layout.
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def export_backbone(workdir: str, out_path: str) -> dict:
     from safetensors.numpy import save_file
 
     from dnc_jax.data.views import augment
-    from dnc_jax.models import convnext, convnext_import, pretrained, vit
+    from dnc_jax import defaults
+    from dnc_jax.models import convnext, convnext_import, pretrained, vit, vit_import
     from dnc_jax.inference.restore import load_trained
 
     if not out_path.endswith(".safetensors"):
@@ -65,11 +67,12 @@ def export_backbone(workdir: str, out_path: str) -> dict:
     trained = load_trained(workdir)
     trained.embed_fn.close()
     config = trained.config
-    if vit.is_vit(config.model.name):
-        raise BackboneExportError(
-            f"{workdir}: model.name={config.model.name} is a ViT; only ResNet backbones can be "
-            f"written back (timm's ViT layout is read, not written)")
-    if convnext.is_convnext(config.model.name):  # timm's layout, read back by model.pretrained
+    backbone_options = {"model.pooling": config.model.pooling}
+    if vit.is_vit(config.model.name):  # timm's layout, as model.pretrained reads it
+        tensors = vit_import.backbone_state_dict(trained.model_params["backbone"])
+        backbone_options.update({f"model.vit.{k}": v for k, v in
+                                 defaults.filled(config.model, "model").vit.items()})
+    elif convnext.is_convnext(config.model.name):
         tensors = convnext_import.backbone_state_dict(trained.model_params["backbone"])
     else:
         tensors = pretrained.backbone_state_dict(trained.model_params["backbone"],
@@ -82,7 +85,7 @@ def export_backbone(workdir: str, out_path: str) -> dict:
                                           config.augment.image_size]},
         "dnc_jax": {"workdir": os.path.abspath(workdir), "epoch": trained.embed_fn.epoch,
                     "step": trained.embed_fn.step, "model.width": config.model.width,
-                    "model.stem": config.model.stem,
+                    "model.stem": config.model.stem, **backbone_options,
                     "data": config.data.name, "num_tensors": len(tensors),
                     "num_values": int(sum(np.size(t) for t in tensors.values()))},
     }

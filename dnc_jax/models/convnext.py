@@ -21,6 +21,7 @@ statistics are computed in float32 whatever `dtype` is.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 import flax.linen as nn
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnc_jax.errors import ConfigError
-from dnc_jax.models.vit import DropPath
+from dnc_jax.models.vit_layers import DropPath
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,11 +179,20 @@ class ConvNeXt(nn.Module):
 
 def make_convnext(name: str, pooling: str = "avg", drop_path: float = 0.0,
                   dtype=jnp.float32) -> ConvNeXt:
-    """The ConvNeXt `name` pooling its last feature map with `pooling` ('avg' or 'max')."""
+    """The ConvNeXt `name` pooling its last feature map with `pooling` ('avg' or 'max');
+    `drop_path` (`model.convnext.drop_path`) is the last block's stochastic depth rate."""
     if pooling not in POOLINGS:
         raise ConfigError(f"model.pooling must be one of {list(POOLINGS)} for a ConvNeXt, got "
                           f"{pooling!r}")
-    if not 0.0 <= float(drop_path) < 1.0:
-        raise ConfigError(f"drop_path must be in [0, 1), got {drop_path}")
-    return ConvNeXt(arch=architecture(name), pooling=pooling, drop_path=float(drop_path),
-                    dtype=dtype)
+    return ConvNeXt(arch=architecture(name), pooling=pooling,
+                    drop_path=_checked_drop_path(drop_path), dtype=dtype)
+
+
+def _checked_drop_path(drop_path) -> float:
+    """`model.convnext.drop_path` as a float in [0, 1), or a one-line ConfigError naming it."""
+    if isinstance(drop_path, bool) or not isinstance(drop_path, numbers.Real):
+        raise ConfigError(f"model.convnext.drop_path must be a number in [0, 1), got "
+                          f"{drop_path!r} ({type(drop_path).__name__})")
+    if not 0.0 <= float(drop_path) < 1.0:  # NaN fails too
+        raise ConfigError(f"model.convnext.drop_path must be in [0, 1), got {drop_path!r}")
+    return float(drop_path)

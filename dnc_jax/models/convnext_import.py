@@ -71,12 +71,4 @@ def load_convnext_backbone(state_dict: dict[str, np.ndarray], backbone_params):
 
 def backbone_state_dict(backbone_params) -> dict[str, np.ndarray]:
     """The inverse of `load_convnext_backbone`: {timm key: float32 array in torch's layout}."""
-    out = {}
-    for path, value in flax.traverse_util.flatten_dict(backbone_params).items():
-        array = np.asarray(value, np.float32)
-        if path[-1] == "kernel" and array.ndim == 4:
-            array = array.transpose(3, 2, 0, 1)  # [kh, kw, I, O] -> [O, I, kh, kw]
-        elif path[-1] == "kernel" and array.ndim == 2:
-            array = array.T
-        out[timm_key(path)] = np.ascontiguousarray(array)
-    return out
+    return vit_import.backbone_state_dict(backbone_params, key=timm_key)

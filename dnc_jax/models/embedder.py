@@ -51,7 +51,8 @@ class Embedder(nn.Module):
 def pool(outputs, pooling: str):
     """[B, D] from a ResNet's feature map [B, H, W, D] (global average or max) or a ViT's tokens
     [B, 1 + N, D] ('token': the class token; 'avg' / 'max' over the patch tokens); a [B, D]
-    the backbone pooled itself (a ViT with fc_norm or a projection) as it is."""
+    the backbone pooled itself (a ViT with fc_norm, the MAP head, a projection or no class
+    token; a ConvNeXt) as it is."""
     if outputs.ndim == 2:
         return outputs
     if outputs.ndim == 3 and pooling == "token":
@@ -67,7 +68,7 @@ def pool(outputs, pooling: str):
                       f"got {pooling!r}")
 
 
-_POOLINGS = {False: ("avg", "max"), True: ("token", "avg", "max", "fc_norm")}
+_POOLINGS = {False: ("avg", "max"), True: vit.POOLINGS}
 
 
 def _uniform(bound):
@@ -93,11 +94,13 @@ def check_model_config(model_config, image_size: int | None = None) -> None:
     a ViT's patches."""
     name = model_config.name
     if vit.is_vit(name):
-        vit.make_vit(name, defaults.filled(model_config, "model").vit)
+        vit.make_vit(name, defaults.filled(model_config, "model").vit,
+                     pooling=model_config.pooling)
         if image_size is not None:
             vit.check_crop(name, image_size)
     elif convnext.is_convnext(name):
-        convnext.architecture(name)
+        convnext.make_convnext(name, model_config.pooling,
+                               drop_path=defaults.filled(model_config, "model").convnext.drop_path)
         if image_size is not None:
             convnext.check_crop(name, image_size)
     else:
@@ -116,7 +119,9 @@ def make_embedder(model_config, dtype=jnp.float32) -> Embedder:
         backbone = vit.make_vit(model_config.name, defaults.filled(model_config, "model").vit,
                                 dtype=dtype, pooling=model_config.pooling)
     elif convnext.is_convnext(model_config.name):  # pools itself: timm's norm follows the pool
-        backbone = convnext.make_convnext(model_config.name, model_config.pooling, dtype=dtype)
+        backbone = convnext.make_convnext(
+            model_config.name, model_config.pooling,
+            drop_path=defaults.filled(model_config, "model").convnext.drop_path, dtype=dtype)
     else:
         backbone = resnet.make_resnet(
             model_config.name,

@@ -184,16 +184,24 @@ def map_tensors(state_dict, wanted, used, convert, file_shape, hints=None) -> di
         out[path] = value.astype(np.float32)
     problems = []
     if unknown:
-        problems.append(f"unknown keys {unknown}")
+        problems.append(f"unknown keys {_listed(unknown)}")
     if missing:
-        problems.append(f"missing keys {missing}")
+        problems.append(f"missing keys {_listed(missing)}")
     if misshaped:
-        problems.append(f"mis-shaped keys {misshaped}")
+        problems.append(f"mis-shaped keys {_listed(misshaped)}")
     if problems:
         advice = hints(unknown, missing) if hints else []
         raise WeightImportError("pretrained weights do not fit model.name: "
                                 + "; ".join(problems) + "".join(f" ({h})" for h in advice))
     return out
+
+
+def _listed(keys, shown: int = 8) -> str:
+    """The keys as a list, cut after `shown` with their count when there are more (a file of
+    another depth misses hundreds: the line stays readable)."""
+    if len(keys) <= shown + 2:
+        return str(keys)
+    return f"{str(keys[:shown])[:-1]}, ... ({len(keys)} in all)]"
 
 
 def _torch_shape(shape, leaf):

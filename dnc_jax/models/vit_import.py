@@ -5,14 +5,17 @@ or a Hugging Face hub id such as `timm/vit_small_patch16_224.dino`). timm layout
 `blocks.{i}.attn.qkv.weight` [out, in] -> `blocks_{i}/attn/qkv/kernel` [in, out];
 `patch_embed.proj.weight` [D, 3, p, p] -> `patch_embed/proj/kernel` [p, p, 3, D]; LayerNorm
 `weight`/`bias` -> `scale`/`bias`; `cls_token`, `reg_token`, `pos_embed` and LayerScale's
-`blocks.{i}.ls1.gamma`/`ls2.gamma` as they are; `fc_norm.*` with model.pooling=fc_norm. The
-classifier `head.*` is not used, except as CLIP's output projection (model.vit.projection).
+`blocks.{i}.ls1.gamma`/`ls2.gamma` as they are; `fc_norm.*` with model.pooling=fc_norm;
+SigLIP's `attn_pool.*` (latent, q, kv, proj, norm, mlp) with model.pooling=map. DINOv2 giant's
+SwiGLU MLP has the plain MLP's key names (`mlp.fc1` packs both halves), told apart by fc2's
+input being half fc1's output. The classifier `head.*` is not used, except as CLIP's output
+projection (model.vit.projection).
 
 A checkpoint made at another resolution has a position-embedding grid of another size: it is
 resampled to the model's grid as timm does when it loads such a checkpoint (bicubic with
 torch's antialiasing, the class and register tokens' rows kept), see `resample_pos_embed`;
 DINOv2's 518 px grid of 37 x 37 becomes 16 x 16 for a 224 px crop of 14 px patches.
-SwiGLU MLPs, QK-norm and SigLIP's attention pooling are refused with their names.
+QK-norm and timm's unpacked SwiGLU (`mlp.fc1_g`, EVA's) are refused with their names.
 """
 from __future__ import annotations
 
@@ -28,8 +31,7 @@ _IGNORED_PREFIXES = ("head.",)
 # Keys of timm ViT variants this layout does not build, and what to say about them.
 _UNSUPPORTED = {
     "attn.q_norm.": "QK-norm",
-    "mlp.fc1_g.": "SwiGLU MLPs",
-    "attn_pool.": "attention pooling (SigLIP's MAP head)",
+    "mlp.fc1_g.": "timm's unpacked SwiGLU MLP (fc1_g/fc1_x: EVA)",
 }
 # Keys of timm ViT options this layout builds when the config asks: (marker of the option's
 # keys, the key the option adds first, the config when the file has such keys, the config when
@@ -50,6 +52,14 @@ _OPTIONS = (
      "the checkpoint pools the patch tokens into a norm (timm's global_pool='avg' with "
      "fc_norm): set model.pooling=fc_norm",
      "the checkpoint has no fc_norm: set model.pooling to token, avg or max"),
+    ("attn_pool.", "attn_pool.latent",
+     "the checkpoint pools with attention (SigLIP's MAP head, attn_pool.*): set "
+     "model.pooling=map",
+     "the checkpoint has no attention pooling head (attn_pool.*): set model.pooling to "
+     "token, avg, max or fc_norm"),
+    ("cls_token", "cls_token",
+     "the checkpoint has a class token: set model.vit.class_token=True",
+     "the checkpoint has no class token (SigLIP): set model.vit.class_token=False"),
     (None, "head.weight", None,  # `head.*` is never unknown: ignored without a projection
      "the checkpoint has no projection (head.weight): set model.vit.projection=0"),
 )
@@ -102,7 +112,23 @@ def timm_key(flax_path: tuple[str, ...]) -> str:
     if not modules:  # cls_token, pos_embed
         return leaf
     return ".".join(parts + [{"kernel": "weight", "scale": "weight", "bias": "bias",
-                              "gamma": "gamma"}[leaf]])
+                              "gamma": "gamma", "latent": "latent"}[leaf]])
+
+
+def backbone_state_dict(backbone_params, key=None) -> dict[str, np.ndarray]:
+    """The inverse of the import: {timm key: float32 array in torch's layout} of a backbone in
+    timm's names (`key`: flax path -> timm key, this module's `timm_key` by default; the
+    ConvNeXt passes its own)."""
+    key = key or timm_key
+    out = {}
+    for path, value in flax.traverse_util.flatten_dict(backbone_params).items():
+        array = np.asarray(value, np.float32)
+        if path[-1] == "kernel" and array.ndim == 4:
+            array = array.transpose(3, 2, 0, 1)  # [kh, kw, I, O] -> [O, I, kh, kw]
+        elif path[-1] == "kernel" and array.ndim == 2:
+            array = array.T
+        out[key(path)] = np.ascontiguousarray(array)
+    return out
 
 
 def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
@@ -111,6 +137,27 @@ def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
     if leaf == "kernel" and array.ndim == 2:  # Linear [out, in] -> [in, out]
         return array.T
     return array
+
+
+def _mlp_layout(shapes) -> tuple[str, int] | None:
+    """('swiglu' | 'plain', fc1's width) of the first block's MLP from {key: shape} in
+    timm's [out, in] layout; None without one."""
+    fc1, fc2 = shapes.get("blocks.0.mlp.fc1.weight"), shapes.get("blocks.0.mlp.fc2.weight")
+    if fc1 is None or fc2 is None or len(fc1) != 2 or len(fc2) != 2:
+        return None
+    return ("swiglu" if fc1[0] == 2 * fc2[1] else "plain"), fc1[0]
+
+
+def _mlp_hints(file_shapes, model_shapes) -> list[str]:
+    """What to set when the checkpoint's block MLP is not the model's (SwiGLU or width)."""
+    theirs, ours = _mlp_layout(file_shapes), _mlp_layout(model_shapes)
+    if theirs is None or ours is None or theirs == ours:
+        return []
+    kind, width = theirs
+    return [f"the checkpoint's block MLP is {'SwiGLU' if kind == 'swiglu' else 'plain'} "
+            f"with fc1 {width} wide: set model.vit.mlp={kind}"
+            + ("" if width == ours[1] else f" and model.vit.mlp_hidden={width}")
+            + (" (DINOv2's giant: model.vit.act=silu)" if kind == "swiglu" else "")]
 
 
 def _hints(unknown, missing) -> list[str]:
@@ -132,9 +179,13 @@ def load_vit_backbone(state_dict: dict[str, np.ndarray], backbone_params):
     flat = flax.traverse_util.flatten_dict(backbone_params)
     wanted = {timm_key(path): (path, tuple(v.shape)) for path, v in flat.items()}
     used = {k for k in state_dict if not k.startswith(_IGNORED_PREFIXES)}
-    out = pretrained.map_tensors(state_dict, wanted, used, convert=_convert,
-                                 file_shape=lambda shape, path: _torch_shape(shape, path[-1]),
-                                 hints=_hints)
+    file_shapes = {k: tuple(np.shape(v)) for k, v in state_dict.items()}
+    model_shapes = {k: _torch_shape(shape, path[-1]) for k, (path, shape) in wanted.items()}
+    out = pretrained.map_tensors(
+        state_dict, wanted, used, convert=_convert,
+        file_shape=lambda shape, path: _torch_shape(shape, path[-1]),
+        hints=lambda unknown, missing: (_hints(unknown, missing)
+                                        + _mlp_hints(file_shapes, model_shapes)))
     return flax.traverse_util.unflatten_dict(out)
 
 
