@@ -147,7 +147,8 @@ def test_layer_decay_scales_each_vit_layer(algorithm):
     plain = _updates(optim.make_optimizer(_optim_config(algorithm=algorithm)), params, grads)
     decayed = _updates(optim.make_optimizer(_optim_config(algorithm=algorithm,
                                                           layer_decay=decay)), params, grads)
-    layer = {"patch_embed": 0, "cls_token": 0, "pos_embed": 0, "norm": NUM_BLOCKS + 1,
+    # timm's `^norm` group (99999,) lands with the last block: id L, not L + 1.
+    layer = {"patch_embed": 0, "cls_token": 0, "pos_embed": 0, "norm": NUM_BLOCKS,
              **{f"blocks_{i}": i + 1 for i in range(NUM_BLOCKS)}}
     for p, d in zip(plain, decayed):
         for key in p:
@@ -261,6 +262,36 @@ def test_check_optim_config_names_the_key(key, value, model):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("model", ["resnet50", "resnet_tiny"])
+def test_layer_decay_refuses_a_resnet_and_names_it(model):
+    config = defaults.get_config()
+    config.model.name = model
+    config.optim.layer_decay = 0.75
+    with pytest.raises(ConfigError, match=f"optim.layer_decay=0.75 needs a ViT or ConvNeXt "
+                                          f"backbone .* got model.name='{model}'") as error:
+        optim.check_optim_config(config)
+    assert "\n" not in str(error.value)
+
+
+def test_layer_decay_on_a_resnet_tree_fails_when_the_optimiser_traces():
+    """make_optimizer without check_optim_config: a backbone with no timm layer ids is refused
+    (not trained at one rate) when the update first sees the tree."""
+    params = {"model": _network("resnet_tiny")}
+    optimizer = optim.make_optimizer(_no_decay_config(layer_decay=0.5))
+    grads = jax.tree.map(jnp.ones_like, params)
+    with pytest.raises(ConfigError, match="optim.layer_decay < 1 needs a ViT or ConvNeXt") as err:
+        optimizer.update(grads, optimizer.init(params), params)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("model", ["vit_b16", "convnext_tiny", "convnext_micro"])
+def test_check_optim_config_accepts_layer_decay_for_vits_and_convnexts(model):
+    config = defaults.get_config()
+    config.model.name = model
+    config.optim.update(algorithm="adamw", layer_decay=0.7)
+    optim.check_optim_config(config)
+
+
 def test_check_optim_config_accepts_a_vit_recipe():
     config = defaults.get_config()
     config.model.name = "vit_b16"
@@ -346,11 +377,12 @@ def _observed_rates(optimizer, params):
     return {k: -float(np.mean(v)) for k, v in _flat(updates).items()}
 
 
-def _network(name):
+def _network(name, pooling="avg", **vit_options):
     from dnc_jax.models.embedder import make_embedder
 
     config = defaults.get_config().model
-    config.update(name=name, width=8, embedding_dim=8, pretrained="")
+    config.update(name=name, width=8, embedding_dim=8, pretrained="", pooling=pooling)
+    config.vit.update(vit_options)
     model = make_embedder(config, jnp.float32)
     variables = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)), train=False)
     return variables["params"]
@@ -379,7 +411,8 @@ def test_resnet_leaves_train_at_their_groups_rates():
 
 
 def test_vit_leaves_train_at_their_layer_decayed_rates():
-    params = {"model": _network("vit_micro")}
+    # Registers and the MAP head: timm puts `reg_token` in the stem, `attn_pool` after the norm.
+    params = {"model": _network("vit_micro", "map", reg_tokens=4)}
     decay = 0.5
     got = _observed_rates(optim.make_optimizer(_no_decay_config(layer_decay=decay)), params)
     blocks = sorted({k.split("/")[2] for k in got if k.split("/")[2].startswith("blocks_")})
@@ -387,17 +420,129 @@ def test_vit_leaves_train_at_their_layer_decayed_rates():
     assert depth >= 2
 
     def want(key):
-        # timm's layer ids: embeddings 0, block i is i + 1, the final norm depth + 1; a leaf
-        # trains at rate x decay^(depth + 1 - id). The head is not part of the backbone.
+        # timm's layer ids (VisionTransformer.group_matcher: stem
+        # `^cls_token|reg_token|pos_embed|patch_embed|norm_pre`, `^blocks.(i)`, `^norm` with
+        # the last block, the rest after it): embeddings 0, block i is i + 1, the final norm
+        # depth, the rest depth + 1; a leaf trains at rate x decay^(depth + 1 - id). The head
+        # is not part of the backbone.
         parts = key.split("/")
         if parts[1] == "head":
             return 2e-2
         name = parts[2]
-        layer = (0 if name in ("patch_embed", "cls_token", "pos_embed", "norm_pre") else
-                 int(name.split("_")[1]) + 1 if name.startswith("blocks_") else depth + 1)
+        layer = (0 if name in ("patch_embed", "cls_token", "reg_token", "pos_embed",
+                               "norm_pre") else
+                 int(name.split("_")[1]) + 1 if name.startswith("blocks_") else
+                 depth if name == "norm" else depth + 1)
         return 1e-2 * decay ** (depth + 1 - layer)
 
     assert {k.split("/")[2] for k in got if k.startswith("model/backbone")} >= {
-        "patch_embed", "cls_token", "pos_embed", "norm", *blocks}
+        "patch_embed", "cls_token", "reg_token", "pos_embed", "norm", "attn_pool", *blocks}
     for key, rate in got.items():
         assert rate == pytest.approx(want(key), rel=1e-6), key
+
+
+# -- ConvNeXt layer ids: timm's param_groups_layer_decay with ConvNeXt.group_matcher ----------
+#
+# timm 1.0.31 (timm/optim/_param_groups.py, timm/models/_manipulate.py group_with_matcher,
+# timm/models/convnext.py ConvNeXt.group_matcher(coarse=False)) sorts each parameter by the key
+#   `^stem`                         -> (0,)
+#   `^stages.(s).downsample`        -> (1, s, 0)   the suffix (0,): the key of the stage's block 0
+#   `^stages.(s).blocks.(b)`        -> (1, s, b)
+#   anything else (head.norm, head.fc) -> (inf,)
+# and numbers the distinct keys 0, 1, 2, ... in sorted order; lr_scale = layer_decay^(max - id).
+# A stage's downsample therefore shares its first block's id, the layer scale `gamma` (a block
+# parameter) its block's, and the head norm is last, one past the last block. Checked against
+# timm itself for every parameter of convnext_micro's depths, _tiny, _small and _base by a
+# script outside the test suite (timm needs torchvision, which cannot be installed here).
+
+# convnext_micro, depths (1, 1, 1, 1), by hand from the keys above: stem (0,) -> 0;
+# stages.0.blocks.0 (1, 0, 0) -> 1 (stage 0 has no downsample); stages.1.downsample and
+# stages.1.blocks.0 both (1, 1, 0) -> 2; stage 2 -> 3; stage 3 -> 4; head.norm (inf,) -> 5.
+MICRO_LAYER_IDS = {
+    "stem_0": 0, "stem_1": 0,
+    "stages_0/blocks_0": 1,
+    "stages_1/downsample_0": 2, "stages_1/downsample_1": 2, "stages_1/blocks_0": 2,
+    "stages_2/downsample_0": 3, "stages_2/downsample_1": 3, "stages_2/blocks_0": 3,
+    "stages_3/downsample_0": 4, "stages_3/downsample_1": 4, "stages_3/blocks_0": 4,
+    "head/norm": 5,
+}
+
+
+def _convnext_backbone_paths(name):
+    from dnc_jax.models import convnext
+
+    model = convnext.make_convnext(name)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+    return list(flax.traverse_util.flatten_dict(shapes["params"]))
+
+
+def _convnext_layer_ids(name):
+    paths = _convnext_backbone_paths(name)
+    layout = optim.backbone_layout(paths)
+    return {path: optim.layer_id(path, layout) for path in paths}, layout
+
+
+def test_convnext_micro_layer_ids_are_timms():
+    ids, layout = _convnext_layer_ids("convnext_micro")
+    assert layout == optim.BackboneLayout("convnext", (1, 1, 1, 1))
+    used = set()
+    for path, got in ids.items():
+        module = next(m for m in MICRO_LAYER_IDS if "/".join(path).startswith(m + "/"))
+        assert got == MICRO_LAYER_IDS[module], path
+        used.add(module)
+    assert used == set(MICRO_LAYER_IDS) and len(ids) == 54
+    assert ids["stages_3", "blocks_0", "gamma"] == ids["stages_3", "blocks_0", "conv_dw",
+                                                      "kernel"] == 4
+
+
+def test_convnext_tiny_layer_ids_are_timms():
+    ids, layout = _convnext_layer_ids("convnext_tiny")
+    depths = (3, 3, 9, 3)
+    assert layout == optim.BackboneLayout("convnext", depths)
+    # Block b of stage s: 1 + the blocks of the earlier stages + b; the stages start at
+    # 1, 1 + 3, 1 + 6, 1 + 15 = 1, 4, 7, 16 and the head norm is 1 + 18 = 19.
+    starts = {0: 1, 1: 4, 2: 7, 3: 16}
+    head = 19
+    for path, got in ids.items():
+        if path[0] in ("stem_0", "stem_1"):
+            assert got == 0, path
+        elif path[0] == "head":
+            assert got == head, path
+        elif path[1].startswith("downsample_"):
+            assert got == starts[int(path[0].split("_")[1])], path
+        else:
+            assert got == starts[int(path[0].split("_")[1])] + int(path[1].split("_")[1]), path
+    # Structure: every id from the stem's 0 to the head's max is used; along the network's
+    # order (stem, stage by stage downsample then blocks, head) the ids never decrease; each
+    # block (all its 9 tensors, gamma included) is one id, shared only with its downsample.
+    assert sorted(set(ids.values())) == list(range(head + 1)) and max(ids.values()) == head
+    def position(path):  # where the tensor's module sits in the forward pass
+        if path[0].startswith("stem_"):
+            return (0,)
+        if path[0] == "head":
+            return (2,)
+        block = -1 if path[1].startswith("downsample_") else int(path[1].split("_")[1])
+        return (1, int(path[0].split("_")[1]), block)
+
+    walk = [ids[p] for p in sorted(ids, key=position)]
+    assert walk == sorted(walk) and walk[0] == 0 and walk[-1] == head
+    sizes = {i: sum(1 for v in ids.values() if v == i) for i in range(head + 1)}
+    assert sizes[0] == 4 and sizes[head] == 2
+    assert [sizes[starts[s]] for s in range(4)] == [9, 13, 13, 13]  # + downsample's 4
+    assert all(sizes[i] == 9 for i in range(1, head) if i not in starts.values())
+
+
+def test_convnext_leaves_train_at_their_layer_decayed_rates():
+    params = {"model": _network("convnext_micro")}
+    decay = 0.5
+    got = _observed_rates(optim.make_optimizer(_no_decay_config(layer_decay=decay)), params)
+    assert len(got) == 54 + 2  # the backbone's 54 tensors and the head's kernel and bias
+    for key, rate in got.items():
+        parts = key.split("/")
+        if parts[1] == "head":  # the embedding head is not part of the backbone
+            assert rate == pytest.approx(2e-2, rel=1e-6), key
+            continue
+        module = next(m for m in MICRO_LAYER_IDS if "/".join(parts[2:]).startswith(m + "/"))
+        # timm's lr_scale: decay^(max id - id), the head norm's 5 the max.
+        want = 1e-2 * decay ** (5 - MICRO_LAYER_IDS[module])
+        assert rate == pytest.approx(want, rel=1e-6), key

@@ -14,8 +14,11 @@ ViTs are fine-tuned differently (BEiT, DINO and timm's fine-tuning recipes): Ada
 learning-rate decay, a linear warm-up and gradient clipping. Each is an `optim` key that is off
 by default; at the defaults the optimiser and its state are exactly the two papers' (above):
 - `algorithm='adamw'`: decoupled decay, theta -= lr * (adam + wd * theta) (torch/optax AdamW).
-- `layer_decay` < 1: backbone leaf updates scaled by layer_decay^(L + 1 - layer id) (timm's
-  `param_groups_layer_decay`), the decoupled decay included, as timm's per-group lr scales it.
+- `layer_decay` < 1 (ViT and ConvNeXt backbones): backbone leaf updates scaled by
+  layer_decay^(L + 1 - layer id), L the number of blocks (timm's `param_groups_layer_decay`
+  with the model's fine-grained `group_matcher`; `layer_id`), the decoupled decay included, as
+  timm's per-group lr scales it. ConvNeXt: stem 0, each block its own id in depth order over
+  all stages, a stage's downsample with its first block, the final norm L + 1.
 - `warmup_steps` > 0: the backbone and head updates ramp linearly over that many steps, on top
   of the injected rate (the masks and loss parameters start at their rate, as in the papers).
 - `clip_grad_norm` > 0: the global norm of the whole gradient (every optimised parameter, all
@@ -25,8 +28,8 @@ by default; at the defaults the optimiser and its state are exactly the two pape
   each leaf's Adam update (weight decay included) rescaled to ||param|| / ||update|| before
   the rate, so a rate is the relative change of every layer a step; with 'adam_coupled' that
   is LAMB with torch's coupled decay. A remedy tried for the large batches of 'joint'.
-- `no_decay_1d`: no weight decay on 1-d parameters (biases, norm scales), `cls_token` and
-  `pos_embed` (timm's no_weight_decay rule), for either algorithm.
+- `no_decay_1d`: no weight decay on 1-d parameters (biases, norm scales), `cls_token`,
+  `reg_token` and `pos_embed` (timm's no_weight_decay rule), for either algorithm.
 
 State: `multi_transform` state, or `(clip state, multi_transform state)` with clipping; each
 group is `inject_hyperparams` of a chain [decay, adam] ('adam_coupled') or [adam, decay]
@@ -48,9 +51,13 @@ from dnc_jax.errors import ConfigError
 
 GROUPS = ("backbone", "head", "masks")
 ALGORITHMS = ("adam_coupled", "adamw")
-NO_DECAY_NAMES = frozenset({"cls_token", "pos_embed"})  # timm VisionTransformer.no_weight_decay
-EMBEDDING_NAMES = frozenset({"patch_embed", "cls_token", "pos_embed", "norm_pre"})  # layer id 0
+# timm VisionTransformer.no_weight_decay (its `dist_token` is not built here).
+NO_DECAY_NAMES = frozenset({"cls_token", "reg_token", "pos_embed"})
+# timm's ViT stem group: layer id 0.
+EMBEDDING_NAMES = frozenset({"patch_embed", "cls_token", "reg_token", "pos_embed", "norm_pre"})
 BLOCK = re.compile(r"blocks_(\d+)")
+STAGE = re.compile(r"stages_(\d+)")  # ConvNeXt
+LAYER_DECAY_FAMILIES = ("vit", "convnext_")  # the model.name prefixes with timm layer ids
 
 
 def coupled_adam(learning_rate, weight_decay, b1=0.9, b2=0.999, eps=1e-8, decay_mask=None,
@@ -87,29 +94,86 @@ def decay_mask_1d(updates):
         lambda path, u: u.ndim > 1 and not NO_DECAY_NAMES & set(_keys(path)), updates)
 
 
-def _backbone_name(path) -> str:
-    """The backbone's top-level name of a leaf (`blocks_3`, `patch_embed`, ...)."""
+def _backbone_path(path) -> tuple:
+    """A leaf's path inside the backbone (`('blocks_3', 'mlp', 'fc1', 'kernel')`, ...)."""
     keys = _keys(path)
-    return keys[keys.index("backbone") + 1] if "backbone" in keys else keys[0]
+    return keys[keys.index("backbone") + 1:] if "backbone" in keys else keys
 
 
-def layer_id(name: str, num_blocks: int) -> int:
-    """timm's ViT layer id: embeddings 0, block i is i + 1, the final norm (and the rest) L + 1."""
-    if name in EMBEDDING_NAMES:
+class BackboneLayout(NamedTuple):
+    """What timm's layer ids depend on, read from a backbone's parameter paths."""
+    family: str               # 'vit' | 'convnext'
+    depths: tuple[int, ...]   # blocks per stage (a ViT: one stage of `blocks_{i}`)
+
+
+def backbone_layout(paths) -> BackboneLayout:
+    """The family and depths of the backbone whose leaves have these (backbone-relative) paths:
+    a ConvNeXt has `stages_{s}/blocks_{b}`, a ViT top-level `blocks_{i}`; anything else (a
+    ResNet) has no layer ids and gets a ConfigError."""
+    paths = [tuple(p) for p in paths]
+    stages = {}
+    for p in paths:
+        if STAGE.fullmatch(p[0]):
+            blocks = stages.setdefault(int(STAGE.fullmatch(p[0]).group(1)), set())
+            if len(p) > 1 and BLOCK.fullmatch(p[1]):
+                blocks.add(int(BLOCK.fullmatch(p[1]).group(1)))
+    if stages:
+        return BackboneLayout("convnext", tuple(len(stages.get(s, ())) for s in
+                                               range(max(stages) + 1)))
+    vit_blocks = {p[0] for p in paths if BLOCK.fullmatch(p[0])}
+    if vit_blocks:
+        return BackboneLayout("vit", (len(vit_blocks),))
+    names = sorted({p[0] for p in paths})
+    raise ConfigError(f"optim.layer_decay < 1 needs a ViT or ConvNeXt backbone (model.name vit_* "
+                      f"or convnext_*); this backbone has neither `blocks_*` nor `stages_*` "
+                      f"(top-level names {names[:6]}); set optim.layer_decay to 1.0")
+
+
+def layer_id(path: tuple, layout: BackboneLayout) -> int:
+    """timm's layer id (`param_groups_layer_decay` with the model's fine-grained
+    `group_matcher`) of the backbone leaf at `path`; ids run from 0 to sum(depths) + 1.
+
+    ViT (timm: stem `^cls_token|reg_token|pos_embed|patch_embed|norm_pre`, `^blocks.(i)`,
+    `^norm` as (99999,), which lands in the last block's group): the embeddings 0,
+    `blocks_{i}` i + 1, the final `norm` L (with the last block), the rest (fc_norm, the MAP
+    head `attn_pool`, CLIP's projection `head`: unmatched in timm, with its classifier) L + 1.
+    ConvNeXt (timm: stem `^stem`, then `^stages.(s).downsample` sorted as (s, 0) and
+    `^stages.(s).blocks.(b)` as (s, b), the head unmatched, so last): `stem_*` 0; block b of
+    stage s is 1 + (blocks of the earlier stages) + b, its layer scale `gamma` included; a
+    stage's `downsample_*` shares its block 0's id; the rest (`head/norm`) L + 1."""
+    top = sum(layout.depths) + 1
+    name = path[0]
+    if layout.family == "vit":
+        if name in EMBEDDING_NAMES:
+            return 0
+        if name == "norm":
+            return top - 1
+        block = BLOCK.fullmatch(name)
+        return int(block.group(1)) + 1 if block else top
+    if name.startswith("stem"):
         return 0
-    block = BLOCK.fullmatch(name)
-    return int(block.group(1)) + 1 if block else num_blocks + 1
+    stage = STAGE.fullmatch(name)
+    if stage and len(path) > 1:
+        first = 1 + sum(layout.depths[:int(stage.group(1))])
+        block = BLOCK.fullmatch(path[1])
+        if block:
+            return first + int(block.group(1))
+        if path[1].startswith("downsample"):
+            return first
+    return top
 
 
 def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
-    """Scales a ViT backbone leaf's update by decay^(L + 1 - layer id), L the number of blocks
-    (static, read from the tree paths): the deeper, more task-specific layers move the most."""
+    """Scales a ViT or ConvNeXt backbone leaf's update by decay^(L + 1 - layer id), L the
+    number of blocks (static, read from the tree paths), as timm's lr_scale of the leaf's
+    group: the deeper, more task-specific layers move the most."""
     def update_fn(updates, state, params=None):
         leaves = jax.tree_util.tree_leaves_with_path(updates)
-        num_blocks = len({n for n in (_backbone_name(p) for p, _ in leaves) if BLOCK.fullmatch(n)})
+        layout = backbone_layout(_backbone_path(p) for p, _ in leaves)
+        top = sum(layout.depths) + 1
 
         def scale(path, u):
-            return u * decay ** (num_blocks + 1 - layer_id(_backbone_name(path), num_blocks))
+            return u * decay ** (top - layer_id(_backbone_path(path), layout))
         return jax.tree_util.tree_map_with_path(scale, updates), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
@@ -163,9 +227,10 @@ def check_optim_config(config) -> None:
         raise ConfigError(f"optim.algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     if not 0 < layer_decay <= 1:
         raise ConfigError(f"optim.layer_decay must be in (0, 1], got {layer_decay!r}")
-    if layer_decay != 1 and not config.model.name.startswith("vit"):
-        raise ConfigError(f"optim.layer_decay={layer_decay!r} needs a ViT backbone (model.name "
-                          f"vit_*), got model.name={config.model.name!r}; set it to 1.0")
+    if layer_decay != 1 and not config.model.name.startswith(LAYER_DECAY_FAMILIES):
+        raise ConfigError(f"optim.layer_decay={layer_decay!r} needs a ViT or ConvNeXt backbone "
+                          f"(model.name vit_* or convnext_*), got model.name="
+                          f"{config.model.name!r}; set it to 1.0")
     if optim.warmup_steps < 0:
         raise ConfigError(f"optim.warmup_steps must be >= 0, got {optim.warmup_steps!r}")
     if optim.clip_grad_norm < 0:
