@@ -17,6 +17,7 @@
 #                                       #   torch_step_bf16 step_bf16_b256 step_vit_s16 recluster
 #   bash bench/device_check.sh third    # embed_bf16_b256 scaling loop_sop evaluate
 #   bash bench/device_check.sh fourth   # loop input demo sop_data
+#   bash bench/device_check.sh fifth    # step_backbones embed_backbones
 # or any checks by name (run in the order above whatever the order given), e.g.
 #   bash bench/device_check.sh step_rr torch_step_bf16
 #
@@ -56,6 +57,7 @@ declare -A GROUP=(
   [second]="phases_sop embed_pass_sop parity step_fp32 torch_step_bf16 step_bf16_b256 step_vit_s16 recluster"
   [third]="embed_bf16_b256 scaling loop_sop evaluate"
   [fourth]="loop input demo sop_data"
+  [fifth]="step_backbones embed_backbones"
 )
 ONLY=" "
 for arg in "${@:-first}"; do ONLY+="${GROUP[$arg]:-$arg} "; done
@@ -176,6 +178,19 @@ TIMEOUT=150 run input python3 bench/input_pipeline.py --workers=0,16
 TIMEOUT=150 run demo python3 -m dnc_jax.main --config=configs/demo.py --workdir="$LOGS/demo" \
   --config.dtype=bfloat16 --config.num_epochs=6 --config.progress=False
 TIMEOUT=60 run sop_data python3 bench/sop_scale.py --root=/tmp/fake_sop_timed --workers=16
+
+# fifth: the backbones of configs/vit/ (configs/vit/_recipe.py's table, each with its keys and
+# optimiser, random weights) and ConvNeXt-T, one after the other in one command, ResNet-50
+# first: the step at the configs' round-robin batch of 80, then the embedding pass at 256, each
+# row with its time over ResNet-50's in the same command. A row is printed as each backbone
+# finishes, so a check cut by its limit keeps the rows before it; ViT-B first among the ViTs.
+# The two limits add up to more than the default budget: for a call of its own,
+# BUDGET_S=560 START_BY_S=420 bash bench/device_check.sh fifth.
+BACKBONES=resnet50,dinov2_b14_reg4,clip_b16,dinov2_s14,dino_s16,convnext_tiny,dinov2_s14_reg4
+TIMEOUT=400 run step_backbones python3 bench/train_step.py --backbone=$BACKBONES \
+  --schedule=round_robin --batch=80 --steps=40 --dtype=bfloat16 --peak_tflops=989
+TIMEOUT=150 run embed_backbones python3 bench/train_step.py --backbone=$BACKBONES --embed \
+  --batch=256 --steps=10 --dtype=bfloat16 --peak_tflops=989
 
 echo "done at ${SECONDS} s of the call; skipped: ${SKIPPED[*]:-none}" | tee -a "$OUT/summary.txt"
 pack

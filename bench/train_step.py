@@ -13,6 +13,15 @@ the host), the pass that precedes every reclustering and evaluation.
 
     python bench/train_step.py --model=resnet50 --batch=256 --embed   # bench/scaling.py's rate
 
+`--backbone` times several backbones in turn, each with its configs' keys and optimiser
+(`resnet50`: configs/sop.py's; `convnext_tiny`: the same around timm's ConvNeXt-T; the ViTs:
+configs/vit/_recipe.py's table, e.g. `dinov2_b14_reg4`), random weights, one row each and a last
+column with its time per step over ResNet-50's in the same command (ResNet-50 runs first when
+listed). `--backbone=all` is every one:
+
+    python bench/train_step.py --backbone=all --schedule=round_robin --batch=80
+    python bench/train_step.py --backbone=resnet50,dinov2_s14,clip_b16 --embed
+
 `--schedule` picks how learners share the steps: `joint` (the default) splits every batch among
 the K learners; `round_robin` gives each batch to one learner, learners taking turns, one call
 a step; `fused` is round robin with a round of K steps in one compiled call
@@ -50,7 +59,7 @@ from dnc_jax.divide import schedule  # noqa: E402
 from dnc_jax.losses import make_loss  # noqa: E402
 from dnc_jax.configs.vit import _recipe as vit_recipe  # noqa: E402
 from dnc_jax.models import vit  # noqa: E402
-from dnc_jax.models.embedder import make_embedder  # noqa: E402
+from dnc_jax.models.embedder import check_model_config, make_embedder  # noqa: E402
 from dnc_jax.models.variables import initial_variables  # noqa: E402
 from flops import jaxpr_flops  # noqa: E402 - bench/flops.py (this script's folder)
 
@@ -77,18 +86,63 @@ def main():
     p.add_argument("--peak_tflops", type=float, default=0.0,
                    help="the device's peak TFLOP/s at --dtype, for the fraction achieved "
                         "(H200 dense: 989 bfloat16, 495 TF32)")
+    p.add_argument("--backbone", default="",
+                   help=f"time these backbones in turn, comma-separated, instead of --model: "
+                        f"{', '.join(BACKBONES)}, or all")
     args = p.parse_args()
+    if not args.backbone:
+        config = default.get_config()
+        if vit.is_vit(args.model):  # a ViT trains with the ViT configs' optimiser (AdamW, ...)
+            vit_recipe.apply(config, train_images=59551)
+        config.model.name = args.model
+        return measure(args, config, args.model)
+    names = list(BACKBONES) if args.backbone == "all" else args.backbone.split(",")
+    unknown = [n for n in names if n not in BACKBONES]
+    if unknown:
+        p.error(f"--backbone: unknown {', '.join(unknown)}; one of {', '.join(BACKBONES)}, all")
+    names.sort(key=lambda n: n != "resnet50")  # the reference first (a stable sort)
+    print("| device | backbone (model.name) | dtype | batch | px | input | time/step | images/s "
+          "| first call (compile) | GFLOP/image | TFLOP/s | of peak | time / ResNet-50's |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    reference = None
+    for name in names:
+        config = backbone_config(name)
+        is_reference = name == "resnet50"
+        per_step = measure(args, config, f"{name} ({config.model.name})",
+                           None if is_reference else reference, is_reference)
+        if is_reference:
+            reference = per_step
+        jax.clear_caches()  # one backbone's executables are not kept for the next
 
+
+# The backbones --backbone times: the papers' ResNet-50, the ViTs of configs/vit/ (each with its
+# keys and optimiser), and timm's ConvNeXt-T.
+BACKBONES = ("resnet50", *vit_recipe.BACKBONES, "convnext_tiny")
+
+
+def backbone_config(name: str):
+    """The config a run of backbone `name` trains with: configs/sop.py's, with
+    configs/vit/_recipe.py applied for a ViT, model.name set for the ConvNeXt."""
     config = default.get_config()
-    if vit.is_vit(args.model):  # a ViT trains with the ViT configs' optimiser (AdamW, ...)
-        vit_recipe.apply(config, train_images=59551)
-    config.model.name = args.model
+    if name in vit_recipe.BACKBONES:
+        return vit_recipe.apply(config, train_images=59551, backbone_name=name)
+    config.model.name = name
+    return config
+
+
+def measure(args, config, label: str, reference: float | None = None,
+            is_reference: bool = False) -> float:
+    """Prints the Markdown row of `config`'s train step (or embedding pass with --embed),
+    named `label`; returns its seconds a step (a batch). With --backbone a last column gives
+    the ratio to `reference`, ResNet-50's seconds in this command (1.00 for ResNet-50 itself,
+    `is_reference`; '-' without one)."""
     config.model.pretrained = ""
     config.augment.image_size = args.image_size
+    check_model_config(config.model, args.image_size)
     mesh = parallel.make_mesh()
     model = make_embedder(config.model, jnp.dtype(args.dtype).type)
     if args.embed:
-        return embed_pass(args, config, model, mesh)
+        return embed_pass(args, config, model, mesh, label, reference, is_reference)
     optimizer = optim.make_optimizer(config.optim)
     loss_fn = make_loss(config.loss, args.learners, config.data.samples_per_class)
     one_step = steps.make_train_step(model, optimizer, loss_fn, config.augment)
@@ -159,13 +213,23 @@ def main():
     jax.block_until_ready(metrics)
     per_step = (time.perf_counter() - t0) / (calls * k)
     device = jax.devices()[0].device_kind
-    print(f"| {device} x{jax.device_count()} | {args.model} | {args.dtype} | {b} | "
+    print(f"| {device} x{jax.device_count()} | {label} | {args.dtype} | {b} | "
           f"{args.image_size} | {args.input}, {args.schedule} | {per_step * 1e3:.1f} ms | "
           f"{b / per_step:.0f} | {compile_s:.1f} s | "
-          f"{flops_columns(args, flops_per_image, b / per_step)}")
+          f"{flops_columns(args, flops_per_image, b / per_step)}"
+          f"{ratio_column(args, per_step, per_step if is_reference else reference)}",
+          flush=True)
+    return per_step
 
 
-def embed_pass(args, config, model, mesh):
+def ratio_column(args, seconds: float, reference: float | None) -> str:
+    """With --backbone, the last column: `seconds` over ResNet-50's in this command."""
+    if not args.backbone:
+        return ""
+    return f" {seconds / reference:.2f} |" if reference else " - |"
+
+
+def embed_pass(args, config, model, mesh, label, reference=None, is_reference=False):
     """Images/s of the embedding pass (`EmbeddingPass.views`: the evaluation's pass, embeddings
     fetched one batch late) over `--steps` batches of host-cut eval views."""
     params, stats = initial_variables(model, config.model, args.learners, jax.random.key(0),
@@ -185,10 +249,13 @@ def embed_pass(args, config, model, mesh):
     pass_.views((params, stats), views, slices)
     per_batch = (time.perf_counter() - t0) / args.steps
     device = jax.devices()[0].device_kind
-    print(f"| {device} x{jax.device_count()} | {args.model} | {args.dtype} | {args.batch} | "
+    print(f"| {device} x{jax.device_count()} | {label} | {args.dtype} | {args.batch} | "
           f"{args.image_size} | embedding pass | {per_batch * 1e3:.1f} ms | "
           f"{args.batch / per_batch:.0f} | {compile_s:.1f} s | "
-          f"{flops_columns(args, flops_per_image, args.batch / per_batch)}")
+          f"{flops_columns(args, flops_per_image, args.batch / per_batch)}"
+          f"{ratio_column(args, per_batch, per_batch if is_reference else reference)}",
+          flush=True)
+    return per_batch
 
 
 def flops_columns(args, flops_per_image, images_per_s):

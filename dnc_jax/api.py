@@ -22,22 +22,23 @@ def get_config(name_or_path: str = "default", **overrides):
     """A run config: a config shipped with the package by name ('demo', 'sop', 'cvpr/sop',
     'pami/cub_learned'; 'default' = every key's default) or a config file's path, with dotted
     `overrides` applied: `get_config('sop', **{'data.root': '/data/sop'})` or
-    `get_config('demo', num_epochs=2)`."""
+    `get_config('demo', num_epochs=2)`. Text after a ':' goes to the file's get_config, as
+    --config=FILE:ARG does (`get_config('vit/sop:dinov2_b14_reg4')`)."""
     from dnc_jax import commands, defaults
     from dnc_jax.errors import ConfigError
 
     if name_or_path == "default":
         config = defaults.get_config()
     else:
-        path = name_or_path if os.path.isfile(name_or_path) else \
-            commands.shipped_config(name_or_path)
+        name, colon, argument = name_or_path.partition(":")
+        path = name if os.path.isfile(name) else commands.shipped_config(name)
         if path is None:
             raise ConfigError(f"no config {name_or_path!r}: neither a file nor a shipped config "
                               f"(e.g. 'demo', 'sop', 'cvpr/sop')")
         spec = importlib.util.spec_from_file_location("dnc_jax_user_config", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        config = module.get_config()
+        config = module.get_config(argument) if colon else module.get_config()
     for key, value in overrides.items():
         _set(config, key, value)
     return config

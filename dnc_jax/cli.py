@@ -59,11 +59,22 @@ def parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        _fail(str(e).strip().splitlines()[0])
+        _fail(_config_file_error(str(e)) or str(e).strip().splitlines()[0])
     except (AttributeError, KeyError) as e:  # ml_collections: an override of an unknown key
         _fail(unknown_config_key(argv, e))
     except Exception as e:  # noqa: BLE001 - a config file is the user's Python: anything
         _fail(f"cannot load the --config file: {_first_line(e)}")
+
+
+def _config_file_error(text: str) -> str | None:
+    """The one line for a config file whose `get_config(...)` raised (e.g. an unknown name
+    after the colon of --config=FILE:NAME): ml_collections reports it as a flag error whose
+    first line says only 'Error whilst parsing config file', with the traceback as text."""
+    if "Error whilst parsing config file" not in text:
+        return None
+    last = text.strip().splitlines()[-1]
+    kind, sep, message = last.partition(": ")
+    return f"cannot load the --config file: {kind.rsplit('.', 1)[-1]}{sep}{message}"
 
 
 def _first_line(error: BaseException) -> str:

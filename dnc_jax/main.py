@@ -28,14 +28,16 @@ flags.mark_flags_as_required(["config"])
 
 def default_workdir(config_path: str) -> str:
     """runs/<config>-<time>; a config in a sub-folder of configs/ keeps its folder in the name
-    (configs/cvpr/sop.py -> runs/cvpr-sop-...), so paper runs and ours do not look alike."""
-    path = os.path.splitext(os.path.normpath(config_path.split(":")[0]))[0]
+    (configs/cvpr/sop.py -> runs/cvpr-sop-...), so paper runs and ours do not look alike, and
+    the argument after a ':' too (configs/vit/sop.py:clip_b16 -> runs/vit-sop-clip_b16-...)."""
+    config_file, _, argument = config_path.partition(":")
+    path = os.path.splitext(os.path.normpath(config_file))[0]
     parts = path.split(os.sep)
     if "configs" in parts:
         parts = parts[len(parts) - parts[::-1].index("configs"):]
     else:
         parts = parts[-1:]
-    name = "-".join(parts)
+    name = "-".join(parts + ([argument] if argument else []))
     return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
