@@ -180,7 +180,11 @@ class VisionTransformer(nn.Module):
                           jnp.max(patches, axis=1))
         if self.projection:
             # CLIP's output projection as timm imports it: `head`, bias zero in OpenAI's.
-            pooled = nn.Dense(self.projection, dtype=self.dtype, kernel_init=dense_init,
+            # Initialised as OpenAI's `proj` (normal, std width^-0.5), not timm's 0.02 (timm
+            # only loads it): from scratch the small one stalled the tiny CLIP layout's
+            # Recall@1 (tests/test_backbone_runs.py).
+            pooled = nn.Dense(self.projection, dtype=self.dtype,
+                              kernel_init=nn.initializers.normal(pooled.shape[-1] ** -0.5),
                               name="head")(pooled)
         return pooled
 

@@ -61,13 +61,14 @@ class Mlp(nn.Module):
     hidden: int
     act: str = "gelu"
     dtype: Any = jnp.float32
+    kernel_init: Any = dense_init
 
     @nn.compact
     def __call__(self, x):
         width = x.shape[-1]
-        x = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=dense_init, name="fc1")(x)
+        x = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=self.kernel_init, name="fc1")(x)
         x = ACTIVATIONS[self.act](x)
-        return nn.Dense(width, dtype=self.dtype, kernel_init=dense_init, name="fc2")(x)
+        return nn.Dense(width, dtype=self.dtype, kernel_init=self.kernel_init, name="fc2")(x)
 
 
 class SwiGLUPacked(nn.Module):
@@ -138,6 +139,13 @@ class Block(nn.Module):
         return x + DropPath(self.drop_path)(y, train)
 
 
+# big_vision's MAPHead (SigLIP's own code) initialises its attention and MLP kernels
+# xavier-uniform; timm's 0.02 never meets a from-scratch run there (it loads SigLIP's weights),
+# and from scratch it stalls the head: R@1 fell below the untrained network's in
+# tests/test_backbone_runs.py, and rises with this.
+map_init = nn.initializers.xavier_uniform()
+
+
 class AttentionPool(nn.Module):
     """timm's AttentionPoolLatent as SigLIP uses it (global_pool='map'): a learned query
     `latent` [1, 1, D] projected by `q` attends over the tokens (keys and values from one `kv`
@@ -156,14 +164,14 @@ class AttentionPool(nn.Module):
         # timm's init: truncated normal with std latent_dim^-0.5.
         latent = self.param("latent", nn.initializers.truncated_normal(width ** -0.5),
                             (1, 1, width))
-        q = nn.Dense(width, dtype=self.dtype, kernel_init=dense_init, name="q")(
+        q = nn.Dense(width, dtype=self.dtype, kernel_init=map_init, name="q")(
             jnp.broadcast_to(latent, (batch, 1, width)).astype(x.dtype))
-        kv = nn.Dense(2 * width, dtype=self.dtype, kernel_init=dense_init, name="kv")(x)
+        kv = nn.Dense(2 * width, dtype=self.dtype, kernel_init=map_init, name="kv")(x)
         k, v = jnp.moveaxis(kv.reshape(batch, tokens, 2, self.num_heads, head_dim), 2, 0)
         out = jax.nn.dot_product_attention(q.reshape(batch, 1, self.num_heads, head_dim), k, v)
-        out = nn.Dense(width, dtype=self.dtype, kernel_init=dense_init, name="proj")(
+        out = nn.Dense(width, dtype=self.dtype, kernel_init=map_init, name="proj")(
             out.reshape(batch, 1, width))
-        out = out + Mlp(self.mlp_hidden, self.act, self.dtype, name="mlp")(
+        out = out + Mlp(self.mlp_hidden, self.act, self.dtype, map_init, name="mlp")(
             self.norm(name="norm")(out))
         return out[:, 0]
 
