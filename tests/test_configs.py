@@ -181,12 +181,20 @@ def test_a_vit_backbone_comes_from_the_text_after_the_colon_and_a_wrong_one_is_o
 
 
 def test_the_python_api_and_the_run_folder_take_the_text_after_the_colon_too():
+    import subprocess
+    import sys
+
     from dnc_jax import api
-    from dnc_jax.main import default_workdir
 
     config = api.get_config("vit/sop:clip_b16", num_epochs=1)
     assert config.model.vit.projection == 512 and config.num_epochs == 1
     assert api.get_config("vit/sop").model.name == "vit_s16"
-    workdir = default_workdir("configs/vit/sop.py:clip_b16")
-    assert os.path.basename(workdir).startswith("vit-sop-clip_b16-")
-    assert os.path.basename(default_workdir("configs/vit/sop.py")).startswith("vit-sop-2")
+    # dnc_jax.main defines absl flags when imported (as do the inference tools the suite
+    # imports): its run-folder name is read in a process of its own.
+    names = subprocess.run(
+        [sys.executable, "-c", "from dnc_jax.main import default_workdir as d; "
+         "print(d('configs/vit/sop.py:clip_b16')); print(d('configs/vit/sop.py'))"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"}).stdout.split()
+    assert os.path.basename(names[0]).startswith("vit-sop-clip_b16-")
+    assert os.path.basename(names[1]).startswith("vit-sop-2")
