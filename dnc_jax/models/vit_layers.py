@@ -30,13 +30,19 @@ def _conv_bias_init(fan_in):
     return init
 
 
+def silu(x):
+    """x * sigmoid(x), as jax.nn.silu, written out: jax.nn.silu is a jitted function, whose
+    nested `jit` jax2onnx 0.17 fails to lower under jax 0.12 (ONNX export of SwiGLU)."""
+    return x * jax.nn.sigmoid(x)
+
+
 def quick_gelu(x):
     """OpenAI CLIP's activation: x * sigmoid(1.702 x)."""
     return x * jax.nn.sigmoid(1.702 * x)
 
 
 ACTIVATIONS = {"gelu": lambda x: nn.gelu(x, approximate=False), "quick_gelu": quick_gelu,
-                "gelu_tanh": lambda x: nn.gelu(x, approximate=True), "silu": nn.silu}
+                "gelu_tanh": lambda x: nn.gelu(x, approximate=True), "silu": silu}
 
 
 class Attention(nn.Module):
